@@ -1,0 +1,72 @@
+"""``python -m latentfast.info``: versions, and every backend of every op with available / why not."""
+from __future__ import annotations
+
+import platform
+import sys
+
+import torch
+
+
+def _probe_inputs(op_name: str):
+    """Small representative inputs per op, on CPU and (when present) CUDA, to ask the backends about."""
+    from . import _dispatch
+
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    probes = []
+    for dev in devices:
+        maker = PROBES.get(op_name)
+        if maker is not None:
+            probes.append((dev, maker(dev)))
+    return probes
+
+
+def _segment_probe(dev):
+    x = torch.zeros(4, 3, device=dev)
+    c = torch.zeros(5, 3, device=dev)
+    return (x, c, True, None), {}
+
+
+PROBES = {"segment_assign": _segment_probe}
+
+
+def report() -> str:
+    from . import _dispatch
+    import latentfast  # noqa: F401  (registers every op)
+
+    lines = [
+        f"latentfast {latentfast.__version__}",
+        f"python     {platform.python_version()} ({sys.executable})",
+        f"torch      {torch.__version__} (cuda: {torch.version.cuda}, gpu available: {torch.cuda.is_available()})",
+    ]
+    try:
+        import triton
+
+        lines.append(f"triton     {triton.__version__}")
+    except Exception as exc:
+        lines.append(f"triton     not importable ({type(exc).__name__})")
+    native = _dispatch.native_module()
+    lines.append(f"native     {'built: ' + native.__file__ if native else 'not built'}")
+    if torch.cuda.is_available():
+        lines.append(f"device     {torch.cuda.get_device_name()}")
+    lines.append("")
+    lines.append("backends (first available is used by backend='auto'):")
+    for name, op in sorted(_dispatch.REGISTRY.items()):
+        lines.append(f"  {name}")
+        probes = _probe_inputs(name)
+        for bname, backend in op.backends.items():
+            if not probes:
+                lines.append(f"    {bname:<10} (no probe inputs)")
+                continue
+            for dev, (args, kwargs) in probes:
+                reasons = backend.why_not(*args, **kwargs)
+                state = "available" if not reasons else "unavailable: " + "; ".join(reasons)
+                lines.append(f"    {bname:<10} [{dev}] {state}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    print(report())
+
+
+if __name__ == "__main__":
+    main()

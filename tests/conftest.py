@@ -1,0 +1,26 @@
+"""Shared test setup: Triton's interpreter on machines without a GPU, a fixed seed per test, NaN poisoning."""
+import os
+
+import torch
+
+# Must happen before anything imports triton: without a GPU, Triton kernels run in the interpreter.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
+
+
+def poison_(t: torch.Tensor) -> torch.Tensor:
+    """Fill a freshly allocated output with NaN (or -1 for integers) so an unwritten element fails a test."""
+    if t.is_floating_point():
+        return t.fill_(float("nan"))
+    return t.fill_(-1)
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
