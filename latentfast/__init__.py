@@ -4,12 +4,36 @@ Local Basis (Choi et al., ICLR 2022) and space-filling vector quantization (Vali
 with pure-PyTorch references and fused kernels behind one small API.
 """
 from ._dispatch import BackendUnavailable
+from .localbasis import (
+    IterativeTraversal,
+    LocalBasis,
+    Warpage,
+    apply_to_layers,
+    grassmann_distance,
+    local_basis,
+    pairwise_grassmann,
+    traverse_iterative,
+    traverse_linear,
+    warpage,
+)
+from .ops.mlp_jvp.reference import MLPSpec
 from .ops.segment_assign import PointAssignment, SegmentAssignment, nearest_point, segment_assign
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailable",
+    "IterativeTraversal",
+    "LocalBasis",
+    "MLPSpec",
+    "Warpage",
+    "apply_to_layers",
+    "grassmann_distance",
+    "local_basis",
+    "pairwise_grassmann",
+    "traverse_iterative",
+    "traverse_linear",
+    "warpage",
     "PointAssignment",
     "SegmentAssignment",
     "nearest_point",

@@ -1,0 +1,178 @@
+"""Local Basis (Choi et al., ICLR 2022): the SVD of the Jacobian of a sub-network f at latents z.
+
+J = U S V^T at z; the top columns of U (in the output space, e.g. W) are the local semantic directions, V the
+matching input directions.  Two methods:
+
+* ``exact``: the dense Jacobian (d_in JVPs or d_out VJPs per latent, chunked over the batch), then a batched
+  SVD.  Cost ~ B * min(d_in, d_out) tangent passes + B SVDs of d_out x d_in.
+* ``randomized``: a randomized range finder (Halko, Martinsson, Tropp 2011) driven only by batched JVPs/VJPs:
+      Y = J Omega  (r = k + oversample Gaussian probes)   ->  Q = orth(Y)
+      repeat: Q = orth(J orth(J^T Q))                        (power iterations)
+      W = J^T Q = P S R^T (small SVD)                        ->  U = Q R,  V = P
+  Accuracy is governed by ``oversample`` (more probes: better subspace) and ``power_iters`` (each one sharpens
+  the spectrum by a power of two: error ~ (sigma_{r+1}/sigma_k)^(2q+1)); by default power iterations run until
+  the top-(k+1) singular values change by less than ``tol`` (relative, default 1e-3, at most 10 iterations).
+  Cost ~ B * r * (2 q + 2) tangent passes + small (r x r) problems; no d_out x d_in matrix is ever formed.
+  Orthonormalisation is batched CholeskyQR2 (``ops/small_linalg``).
+
+Sign convention (both methods): the largest-magnitude entry of each u_i is positive and v_i is flipped with it,
+so results are deterministic and comparable across methods and backends.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from .. import _checks
+from ..ops.small_linalg import orthonormalize, thin_svd
+from .jacobian import JacobianOperator, linearize
+
+Tensor = torch.Tensor
+
+METHODS = ("auto", "exact", "randomized")
+DEFAULT_TOL = 1e-3
+MAX_POWER_ITERS = 10
+
+
+@dataclass
+class LocalBasis:
+    """Local basis of f at B latents (batch dimension dropped when a single (d_in,) latent was given).
+
+    points:          (B, d_out) f(z), flattened
+    basis:           (B, d_out, k) U, orthonormal columns, descending singular values
+    singular_values: (B, k)
+    input_basis:     (B, d_in, k) V, orthonormal columns; J v_i = s_i u_i
+    residual:        (B,) ||J - U S V^T||_2: exactly sigma_{k+1} (0 at full rank) for ``exact``; for
+                     ``randomized`` the sketch's estimate of sigma_{k+1} (a lower bound, tight once converged)
+    method:          "exact" or "randomized", what actually ran
+    """
+
+    points: Tensor
+    basis: Tensor
+    singular_values: Tensor
+    input_basis: Tensor
+    residual: Tensor
+    method: str
+
+    @property
+    def k(self) -> int:
+        return self.basis.shape[-1]
+
+
+def fix_signs(U: Tensor, V: Tensor):
+    """Flip (u_i, v_i) pairs so that each u_i's largest-magnitude entry is positive.  U (B, n, k), V (B, m, k)."""
+    idx = U.abs().argmax(dim=1, keepdim=True)
+    sign = torch.sign(U.gather(1, idx))
+    sign = torch.where(sign == 0, torch.ones_like(sign), sign)
+    return U * sign, V * sign
+
+
+def _validate_z(z) -> tuple[Tensor, bool]:
+    z = _checks.as_tensor("z", z)
+    _checks.check_floating("z", z)
+    _checks.check_ndim("z", z, (1, 2), "(B, d_in) or (d_in,)")
+    single = z.dim() == 1
+    if single:
+        z = z.unsqueeze(0)
+    _checks.check_nonempty("z", z, 0, "batch of latents")
+    if z.shape[1] == 0:
+        raise ValueError(f"z: expected d_in >= 1, got shape {tuple(z.shape)}")
+    _checks.check_finite("z", z)
+    return z, single
+
+
+def _exact(op: JacobianOperator, k: int):
+    J = op.dense()
+    U, S, Vh = torch.linalg.svd(J, full_matrices=False)
+    kmax = S.shape[-1]
+    residual = S[:, k] if k < kmax else torch.zeros_like(S[:, 0])
+    return U[:, :, :k], S[:, :k], Vh[:, :k, :].transpose(1, 2), residual
+
+
+def _randomized(op: JacobianOperator, k: int, oversample: int, power_iters: Optional[int], tol: float,
+                generator: Optional[torch.Generator]):
+    B = op.points.shape[0]
+    kmax = min(op.d_in, op.d_out)
+    r = min(k + oversample, kmax)
+    dt, dev = op.points.dtype, op.points.device
+    omega = torch.randn(B, op.d_in, r, generator=generator, dtype=dt, device=generator.device if generator else dev)
+    Q = orthonormalize(op.jvp(omega.to(dev)))
+    W = op.vjp(Q)
+    top = min(k + 1, r)  # watch sigma_{k+1} too: it is the residual estimate
+    previous = None
+    iters = power_iters if power_iters is not None else MAX_POWER_ITERS
+    for _ in range(iters):
+        if power_iters is None:
+            s_now = torch.linalg.svdvals(W.to(torch.float64))[:, :top]
+            if previous is not None and bool(((s_now - previous).abs() <= tol * s_now[:, :1]).all()):
+                break
+            previous = s_now
+        Q = orthonormalize(op.jvp(orthonormalize(W)))
+        W = op.vjp(Q)
+    P, S, Rh = thin_svd(W)  # W = J^T Q = P S Rh  =>  Q^T J = Rh^T S P^T
+    U = Q @ Rh.transpose(1, 2)
+    residual = S[:, k] if k < r else torch.zeros_like(S[:, 0])
+    return U[:, :, :k], S[:, :k], P[:, :, :k], residual
+
+
+def local_basis(f: Callable[[Tensor], Tensor], z, k: Optional[int] = None, method: str = "auto", *,
+                oversample: int = 10, power_iters: Optional[int] = None, tol: Optional[float] = None,
+                chunk_size: Optional[int] = None, generator: Optional[torch.Generator] = None) -> LocalBasis:
+    """Local basis of ``f`` at ``z``.
+
+    f: callable (B, d_in) -> (B, ...), rows independent (output flattened to d_out); an :class:`MLPSpec` or a
+       module with ``mlp_spec()`` (latentfast's mapping networks) takes the fused MLP path, anything else
+       goes through torch.func.
+    z: (B, d_in) or (d_in,) floating tensor, finite, B >= 1.
+    k: number of directions, 1 <= k <= min(d_in, d_out); None = all (exact).
+    method: "exact", "randomized" (needs k), or "auto" (randomized when k + oversample <= min(d_in, d_out) / 4
+       and the problem is large enough for it to pay, exact otherwise).
+    oversample, power_iters, tol: randomized accuracy/cost knobs (see the module docstring).
+    chunk_size: latents per chunk (bounds memory: exact holds chunk x d_out x d_in; default keeps it ~64 MB).
+    generator: torch.Generator for the random probes (reproducible results).
+    Raises ValueError/TypeError naming the argument on bad shapes, dtypes, NaN/Inf, k out of range.
+    """
+    z, single = _validate_z(z)
+    _checks.check_choice("method", method, METHODS)
+    oversample = _checks.check_int("oversample", oversample, low=0)
+    if power_iters is not None:
+        power_iters = _checks.check_int("power_iters", power_iters, low=0)
+    tol = DEFAULT_TOL if tol is None else float(tol)
+    if not tol > 0:
+        raise ValueError(f"tol: expected a positive float, got {tol!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
+
+    first = linearize(f, z[:1])
+    if first.points.dim() != 2 or first.points.shape[0] != 1:
+        raise ValueError(f"f: expected f(z) of shape (B, ...) with B = 1 for one latent, got {tuple(first.points.shape)}")
+    d_in, d_out = z.shape[1], first.d_out
+    kmax = min(d_in, d_out)
+    if k is None:
+        if method == "randomized":
+            raise ValueError("k: method='randomized' needs k (the number of directions), got None")
+        k = kmax
+    k = _checks.check_int("k", k, low=1, high=kmax)
+    if method == "auto":
+        method = "randomized" if (k + oversample) * 4 <= kmax and kmax >= 64 else "exact"
+
+    if chunk_size is None:
+        per_latent = d_in * d_out if method == "exact" else (d_in + d_out) * (k + oversample) * 4
+        chunk_size = max(1, (1 << 24) // max(per_latent, 1))
+    chunk_size = _checks.check_int("chunk_size", chunk_size, low=1)
+
+    outs = []
+    for s in range(0, z.shape[0], chunk_size):
+        op = first if (s == 0 and z.shape[0] == 1) else linearize(f, z[s:s + chunk_size])
+        if method == "exact":
+            U, S, V, res = _exact(op, k)
+        else:
+            U, S, V, res = _randomized(op, k, oversample, power_iters, tol, generator)
+        U, V = fix_signs(U, V)
+        outs.append((op.points, U, S, V, res))
+    points, U, S, V, res = (torch.cat(parts) for parts in zip(*outs))
+    if single:
+        points, U, S, V, res = points[0], U[0], S[0], V[0], res[0]
+    return LocalBasis(points, U, S, V, res, method)

@@ -1,0 +1,86 @@
+"""Batched thin QR of tall panels (B, n, r) without a per-matrix loop: CholeskyQR2, shifted when needed.
+
+Why not torch.linalg.qr: on CUDA it builds Q matrix by matrix.  CholeskyQR is two batched GEMMs and an r x r
+Cholesky per panel.  Its weakness — the Gram matrix squares the condition number — is handled by
+  * forming the Gram matrix and the Cholesky factor in float64 (good for cond(Y) up to ~1e7), and
+  * a second pass (CholeskyQR2) that restores orthogonality to working precision, and
+  * for panels whose Cholesky fails or whose factor is too ill-conditioned, one *shifted* pass first
+    (Fukaya et al., shifted CholeskyQR3, SISC 2020), still batched; and Householder QR only for panels that
+    are numerically rank deficient even then (r larger than the rank of the data), which is rare.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+
+Tensor = torch.Tensor
+
+# CholeskyQR in float64 is safe while cond(Y)^2 * 2^-53 << 1; beyond 1e7 take the shifted path.
+_MAX_COND = 1e7
+
+
+def _chol_pass(Y: Tensor, shift: Tensor | None = None) -> Tuple[Tensor, Tensor, Tensor]:
+    """One CholeskyQR pass in float64: Y = Q R.  Returns (Q, R, ok) with ok (B,) bool."""
+    G = Y.transpose(-1, -2) @ Y
+    if shift is not None:
+        G = G + shift[:, None, None] * torch.eye(G.shape[-1], dtype=G.dtype, device=G.device)
+    L, info = torch.linalg.cholesky_ex(G)
+    diag = L.diagonal(dim1=-2, dim2=-1)
+    dmax = diag.abs().amax(-1)
+    dmin = diag.abs().amin(-1)
+    ok = (info == 0) & torch.isfinite(diag).all(-1) & (dmin * _MAX_COND > dmax)
+    # Guard the solve for failed panels (they are redone below); identity keeps it finite.
+    eye = torch.eye(L.shape[-1], dtype=L.dtype, device=L.device).expand_as(L)
+    L = torch.where(ok[:, None, None], L, eye)
+    R = L.transpose(-1, -2)
+    Q = torch.linalg.solve_triangular(R, Y, upper=True, left=False)  # Y R^{-1}
+    return Q, R, ok
+
+
+def cholesky_qr(Y: Tensor) -> Tuple[Tensor, Tensor]:
+    """Thin QR of a batch of panels: Y (B, n, r), n >= r -> Q (B, n, r) orthonormal, R (B, r, r) upper.
+
+    Computed in float64, returned in Y's dtype.  Q^T Q = I to working precision for any input, including
+    rank-deficient panels (then R has (near-)zero diagonal entries and Q completes an orthonormal basis).
+    """
+    if Y.dim() != 3 or Y.shape[-2] < Y.shape[-1]:
+        raise ValueError(f"Y: expected a batch of tall panels (B, n, r) with n >= r, got shape {tuple(Y.shape)}")
+    dtype = Y.dtype
+    Y64 = Y.to(torch.float64)
+    Q1, R1, ok1 = _chol_pass(Y64)
+    Q2, R2, ok2 = _chol_pass(Q1)
+    Q, R, ok = Q2, R2 @ R1, ok1 & ok2
+    if not bool(ok.all()):
+        bad = (~ok).nonzero().squeeze(1)
+        Yb = Y64[bad]
+        n, r = Yb.shape[-2:]
+        norm2 = torch.linalg.matrix_norm(Yb, ord="fro") ** 2
+        shift = 11.0 * (n * r + r * (r + 1)) * torch.finfo(torch.float64).eps * norm2
+        S1, T1, okA = _chol_pass(Yb, shift)
+        S2, T2, okB = _chol_pass(S1)
+        S3, T3, okC = _chol_pass(S2)
+        Qb, Rb, okb = S3, T3 @ T2 @ T1, okA & okB & okC
+        if not bool(okb.all()):
+            # Numerically rank deficient: Householder for those few panels only.
+            worst = (~okb).nonzero().squeeze(1)
+            Qh, Rh = torch.linalg.qr(Yb[worst])
+            Qb[worst], Rb[worst] = Qh, Rh
+        Q[bad], R[bad] = Qb, Rb
+    return Q.to(dtype), R.to(dtype)
+
+
+def orthonormalize(Y: Tensor) -> Tensor:
+    """Orthonormal basis Q (B, n, r) of the column spaces of Y (B, n, r) (see :func:`cholesky_qr`)."""
+    return cholesky_qr(Y)[0]
+
+
+def thin_svd(W: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """SVD of tall panels W (B, n, r) = P diag(S) Rh, via W = Q R and the small (B, r, r) SVD of R.
+
+    Returns P (B, n, r), S (B, r) descending, Rh (B, r, r).  The r x r SVD is torch.linalg.svd on the batch
+    (fast for r <= 32 on CUDA; see the ops/small_linalg README for larger r).
+    """
+    Q, R = cholesky_qr(W)
+    A, S, Rh = torch.linalg.svd(R.to(torch.float64))
+    return (Q.to(torch.float64) @ A).to(W.dtype), S.to(W.dtype), Rh.to(W.dtype)
