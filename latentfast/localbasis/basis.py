@@ -27,7 +27,7 @@ import torch
 
 from .. import _checks
 from ..ops.small_linalg import orthonormalize, thin_svd
-from .jacobian import JacobianOperator, linearize
+from .jacobian import JacobianOperator, linearize, mlp_spec_of
 
 Tensor = torch.Tensor
 
@@ -145,7 +145,15 @@ def local_basis(f: Callable[[Tensor], Tensor], z, k: Optional[int] = None, metho
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
 
-    first = linearize(f, z[:1])
+    if not callable(f):
+        raise TypeError(f"f: expected a callable (B, d_in) -> (B, ...), got {type(f).__name__}")
+    spec = mlp_spec_of(f)
+    if spec is not None and spec.d_in != z.shape[1]:
+        raise ValueError(f"z: expected width d_in = {spec.d_in} for this MLP, got shape {tuple(z.shape)}")
+    try:
+        first = linearize(f, z[:1])
+    except RuntimeError as exc:  # typically a shape mismatch inside f
+        raise ValueError(f"z: f could not be applied to a latent of shape {tuple(z[:1].shape)}: {exc}") from exc
     if first.points.dim() != 2 or first.points.shape[0] != 1:
         raise ValueError(f"f: expected f(z) of shape (B, ...) with B = 1 for one latent, got {tuple(first.points.shape)}")
     d_in, d_out = z.shape[1], first.d_out

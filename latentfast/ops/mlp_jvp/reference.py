@@ -104,7 +104,8 @@ def forward(spec: MLPSpec, z: Tensor):
     for i, (w, b) in enumerate(zip(spec.weights, spec.biases)):
         u = torch.addmm(b, x, w.T) if b is not None else x @ w.T
         if spec.activated(i):
-            slope = torch.where(u >= 0, spec.gain, spec.gain * spec.negative_slope).to(u.dtype)
+            # scalars as tensors of u's dtype: torch.where with Python floats would round them to float32
+            slope = torch.where(u >= 0, u.new_tensor(spec.gain), u.new_tensor(spec.gain * spec.negative_slope))
             x = u * slope
             lin.slopes.append(slope)
         else:

@@ -1,0 +1,170 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import latentfast as lf
+from nets import Mapping, oracle, sign_fix
+
+
+class OddMLP(nn.Module):
+    """A small non-MLPSpec network with d_in != d_out (goes through torch.func)."""
+
+    def __init__(self, d_in, d_out, hidden=24):
+        super().__init__()
+        self.a = nn.Linear(d_in, hidden)
+        self.b = nn.Linear(hidden, d_out)
+
+    def forward(self, z):
+        return self.b(torch.tanh(self.a(z))).reshape(z.shape[0], -1)
+
+
+@pytest.mark.parametrize("d_in,d_out", [(13, 21), (21, 13)], ids=["din13-dout21", "din21-dout13"])
+@pytest.mark.parametrize("B", [1, 7])
+@pytest.mark.parametrize("k_kind", ["one", "full"])
+def test_exact_matches_float64_oracle(d_in, d_out, B, k_kind):
+    f = OddMLP(d_in, d_out).double()
+    z = torch.randn(B, d_in, dtype=torch.float64)
+    kmax = min(d_in, d_out)
+    k = 1 if k_kind == "one" else kmax
+    lb = lf.local_basis(f, z, k, method="exact")
+    J, U, S, Vt = oracle(f, z)
+    Uo, Vo = sign_fix(U[:, :, :k], Vt[:, :k, :].transpose(1, 2))
+    torch.testing.assert_close(lb.singular_values, S[:, :k], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(lb.basis, Uo, rtol=0, atol=1e-8)
+    torch.testing.assert_close(lb.input_basis, Vo, rtol=0, atol=1e-8)
+    torch.testing.assert_close(lb.points, f(z), rtol=0, atol=1e-12)
+    expected_res = S[:, k] if k < kmax else torch.zeros(B, dtype=torch.float64)
+    torch.testing.assert_close(lb.residual, expected_res, rtol=1e-10, atol=1e-12)
+    # J v_i = s_i u_i
+    torch.testing.assert_close(J @ lb.input_basis, lb.basis * lb.singular_values[:, None, :], rtol=0, atol=1e-9)
+
+
+def test_sign_convention_largest_entry_positive():
+    f = OddMLP(9, 11).double()
+    lb = lf.local_basis(f, torch.randn(3, 9, dtype=torch.float64), 5, method="exact")
+    idx = lb.basis.abs().argmax(dim=1, keepdim=True)
+    assert bool((lb.basis.gather(1, idx) > 0).all())
+
+
+def test_stylegan2_mapping_exact_float32_vs_oracle():
+    net = Mapping(512, 8)
+    z = torch.randn(2, 512)
+    lb = lf.local_basis(net, z, 20, method="exact")  # nn.Module -> torch.func path
+    _, U, S, Vt = oracle(net, z)
+    rel = (lb.singular_values.double() - S[:, :20]).abs() / S[:, :20]
+    assert float(rel.max()) < 1e-4
+    cos = (lb.basis.double() * sign_fix(U[:, :, :20], Vt[:, :20].transpose(1, 2))[0]).sum(1)
+    # well-separated directions agree closely; near-degenerate pairs may rotate, so check the leading ones
+    assert float(cos[:, :3].min()) > 0.999
+
+
+def test_mlp_fast_path_equals_torch_func_path():
+    from latentfast.localbasis.jacobian import FuncOperator, MLPOperator, linearize
+
+    net = Mapping(64, 4).double()
+    z = torch.randn(5, 64, dtype=torch.float64)
+    assert isinstance(linearize(net, z), FuncOperator) and isinstance(linearize(net.spec(), z), MLPOperator)
+    torch.testing.assert_close(linearize(net, z).dense(), linearize(net.spec(), z).dense(), rtol=0, atol=1e-12)
+    via_func = lf.local_basis(net, z, method="exact")
+    via_spec = lf.local_basis(net.spec(), z, method="exact")
+    torch.testing.assert_close(via_func.singular_values, via_spec.singular_values, rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(via_func.points, via_spec.points, rtol=0, atol=1e-12)
+    # the leading (well-separated) directions agree; the sign convention makes them equal, not just parallel
+    torch.testing.assert_close(via_func.basis[:, :, :3], via_spec.basis[:, :, :3], rtol=0, atol=1e-8)
+
+
+@pytest.fixture(scope="module")
+def decaying():
+    torch.manual_seed(1)
+    net = Mapping(512, 8, decay=0.995)
+    z = torch.randn(3, 512)
+    J, U, S, Vt = oracle(net, z)
+    return net, z, J, S
+
+
+@pytest.mark.parametrize("k", [10, 32])
+@pytest.mark.parametrize("path", ["spec", "func"])
+def test_randomized_accuracy_at_defaults(decaying, k, path):
+    net, z, J, S = decaying
+    f = net.spec() if path == "spec" else net
+    lb = lf.local_basis(f, z, k, method="randomized", generator=torch.Generator().manual_seed(0))
+    assert lb.method == "randomized"
+    rel = (lb.singular_values.double() - S[:, :k]).abs() / S[:, :k]
+    assert float(rel.max()) < 0.01  # top-k singular values within 1 %
+    approx = lb.basis.double() * lb.singular_values.double()[:, None, :] @ lb.input_basis.double().transpose(1, 2)
+    true_residual = torch.linalg.matrix_norm(J - approx, ord=2)
+    assert float((true_residual / S[:, k]).max()) <= 1.1  # residual within 1.1 x sigma_{k+1}
+    est = lb.residual.double() / S[:, k]
+    assert 0.9 <= float(est.min()) and float(est.max()) <= 1.1
+    eye = torch.eye(k, dtype=torch.float64)
+    torch.testing.assert_close(lb.basis.double().transpose(1, 2) @ lb.basis.double(), eye.expand(3, k, k), atol=1e-5, rtol=0)
+    torch.testing.assert_close(lb.input_basis.double().transpose(1, 2) @ lb.input_basis.double(), eye.expand(3, k, k), atol=1e-5, rtol=0)
+
+
+def test_randomized_generic_function_and_reproducibility():
+    f = OddMLP(40, 30, hidden=50).double()
+    z = torch.randn(4, 40, dtype=torch.float64)
+    run = lambda: lf.local_basis(f, z, 5, method="randomized", oversample=10, generator=torch.Generator().manual_seed(3))
+    a, b = run(), run()
+    assert torch.equal(a.basis, b.basis) and torch.equal(a.singular_values, b.singular_values)
+    _, U, S, Vt = oracle(f, z)
+    torch.testing.assert_close(a.singular_values, S[:, :5], rtol=1e-3, atol=0)  # converged to tol = 1e-3
+    # a full-rank sketch (r = k + oversample = min(d_in, d_out)) spans the whole range: exact up to rounding
+    full = lf.local_basis(f, z, 5, method="randomized", oversample=25, power_iters=0)
+    torch.testing.assert_close(full.singular_values, S[:, :5], rtol=1e-9, atol=0)
+    torch.testing.assert_close(full.residual, S[:, 5], rtol=1e-9, atol=0)
+    torch.testing.assert_close(full.basis, sign_fix(U[:, :, :5], Vt[:, :5].transpose(1, 2))[0], rtol=0, atol=1e-8)
+
+
+def test_single_latent_drops_batch_dim():
+    net = Mapping(32, 3)
+    lb = lf.local_basis(net, torch.randn(32), 4, method="exact")
+    assert lb.basis.shape == (32, 4) and lb.singular_values.shape == (4,)
+    assert lb.input_basis.shape == (32, 4) and lb.points.shape == (32,) and lb.residual.shape == ()
+
+
+def test_auto_picks_by_size():
+    small = OddMLP(10, 10)
+    assert lf.local_basis(small, torch.randn(2, 10), 2).method == "exact"
+    big = Mapping(256, 2)
+    assert lf.local_basis(big, torch.randn(2, 256), 8).method == "randomized"
+    assert lf.local_basis(big, torch.randn(2, 256)).method == "exact"  # k=None: all directions
+
+
+def test_chunking_gives_the_same_answer():
+    net = Mapping(48, 3).double()
+    z = torch.randn(7, 48, dtype=torch.float64)
+    a = lf.local_basis(net, z, 6, method="exact")
+    b = lf.local_basis(net, z, 6, method="exact", chunk_size=3)
+    torch.testing.assert_close(a.basis, b.basis, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "z, k, kwargs, exc, words",
+    [
+        (torch.randn(2, 3, 16), 2, {}, ValueError, ["z", "(B, d_in)", "(2, 3, 16)"]),
+        (torch.randn(2, 15), 2, {}, ValueError, ["z", "16", "(2, 15)"]),
+        (torch.tensor([[float("nan")] * 16]), 2, {}, ValueError, ["z", "NaN"]),
+        (torch.randn(2, 16), 17, {}, ValueError, ["k", "16", "17"]),
+        (torch.randn(2, 16), 0, {}, ValueError, ["k", "0"]),
+        (torch.randn(0, 16), 2, {}, ValueError, ["z", "non-empty", "(0, 16)"]),
+        (torch.randint(0, 3, (2, 16)), 2, {}, TypeError, ["z", "floating", "int64"]),
+        (torch.randn(2, 16), 2, {"method": "svd"}, ValueError, ["method", "svd"]),
+        (torch.randn(2, 16), None, {"method": "randomized"}, ValueError, ["k", "randomized"]),
+    ],
+    ids=["rank3", "width", "nan", "k-too-big", "k-zero", "empty", "int", "method", "randomized-no-k"],
+)
+def test_bad_input_is_named(z, k, kwargs, exc, words):
+    net = Mapping(16, 2)
+    with pytest.raises(exc) as info:
+        lf.local_basis(net.spec(), z, k, **kwargs)
+    for w in words:
+        assert w in str(info.value)
+
+
+def test_width_mismatch_through_generic_function_names_z():
+    with pytest.raises(ValueError, match=r"z: f could not be applied"):
+        lf.local_basis(OddMLP(8, 8), torch.randn(2, 9), 2)
