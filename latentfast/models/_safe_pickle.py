@@ -98,7 +98,11 @@ def _persistent_stub(meta):
 def _load_storage_bytes(b):
     if not isinstance(b, (bytes, bytearray)):
         raise UnsafePickleError(f"tensor storage: expected bytes, got {type(b).__name__}")
-    return torch.load(io.BytesIO(b), weights_only=True, map_location="cpu")
+    try:
+        return torch.load(io.BytesIO(b), weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as e:
+        raise UnsafePickleError(f"tensor storage: torch.load(weights_only=True) refused the embedded data: "
+                                f"{str(e)[:300]}") from e
 
 
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
@@ -173,8 +177,10 @@ def safe_load_pickle(f, name: str):
     Raises UnsafePickleError for a disallowed global, ValueError for a truncated/corrupt stream."""
     try:
         return _RestrictedUnpickler(f, name).load()
-    except UnsafePickleError:
-        raise
+    except UnsafePickleError as e:
+        if str(e).startswith(name):
+            raise
+        raise UnsafePickleError(f"{name}: {e}") from e
     except (EOFError, pickle.UnpicklingError, IndexError, ValueError, TypeError, AttributeError, KeyError,
             RuntimeError) as e:
         raise ValueError(f"{name}: expected a network pickle, but it is truncated or corrupt "
