@@ -18,6 +18,8 @@ from .localbasis import (
 )
 from .ops.mlp_jvp.reference import MLPSpec
 from .ops.segment_assign import PointAssignment, SegmentAssignment, nearest_point, segment_assign
+from .baselines import GANSpaceDirections, SeFaDirections, ganspace_directions, sefa_directions
+from .sfvq import SFVQ, SFVQStageLog, SFVQTrainingLog
 
 __version__ = "0.1.0"
 
@@ -38,4 +40,11 @@ __all__ = [
     "SegmentAssignment",
     "nearest_point",
     "segment_assign",
+    "GANSpaceDirections",
+    "SeFaDirections",
+    "SFVQ",
+    "SFVQStageLog",
+    "SFVQTrainingLog",
+    "ganspace_directions",
+    "sefa_directions",
 ]
