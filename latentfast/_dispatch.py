@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 ENV_VAR = "LATENTFAST_BACKEND"
 
@@ -25,10 +25,21 @@ class BackendUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class Backend:
+    """``why_not`` gives the reasons this backend cannot serve the inputs at all; ``auto_why_not`` (optional)
+    adds reasons to pass it over only when choosing automatically — e.g. the Triton interpreter can run on CPU
+    tensors in tests, but ``backend="auto"`` must never pick it for real work."""
+
     name: str
     why_not: Callable[..., List[str]]
     run: Callable[..., Any]
     doc: str = ""
+    auto_why_not: Optional[Callable[..., List[str]]] = None
+
+    def auto_reasons(self, *args, **kwargs) -> List[str]:
+        reasons = self.why_not(*args, **kwargs)
+        if not reasons and self.auto_why_not is not None:
+            reasons = self.auto_why_not(*args, **kwargs)
+        return reasons
 
 
 def _env_choice(op_name: str) -> str | None:
@@ -60,7 +71,7 @@ class Op:
             requested = _env_choice(self.name) or "auto"
         if requested == "auto":
             for b in self.backends.values():
-                if not b.why_not(*args, **kwargs):
+                if not b.auto_reasons(*args, **kwargs):
                     return b
             raise BackendUnavailable(self._report(*args, **kwargs))  # the reference should always serve
         if requested not in self.backends:
@@ -79,7 +90,7 @@ class Op:
     def _report(self, *args, **kwargs) -> str:
         lines = [f"{self.name}: no backend can serve these inputs:"]
         for b in self.backends.values():
-            lines.append(f"  {b.name}: " + "; ".join(b.why_not(*args, **kwargs) or ["available"]))
+            lines.append(f"  {b.name}: " + "; ".join(b.auto_reasons(*args, **kwargs) or ["available"]))
         return "\n".join(lines)
 
 
@@ -112,6 +123,13 @@ def triton_why_not(*tensors) -> List[str]:
             reasons.append(f"tensor on {t.device}; triton kernels need CUDA tensors (or TRITON_INTERPRET=1)")
             break
     return reasons
+
+
+def triton_auto_why_not(*tensors) -> List[str]:
+    """Automatic selection never runs Triton's CPU interpreter (a test tool, far slower than the alternatives)."""
+    if any(t.device.type != "cuda" for t in tensors):
+        return ["CPU tensors reach Triton only through its interpreter; ask for backend='triton' explicitly"]
+    return []
 
 
 def native_module():
