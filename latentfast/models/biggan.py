@@ -44,9 +44,15 @@ class BigGANConfig(dict):
                              f"{sorted(self.DEFAULTS)}")
         super().__init__({**self.DEFAULTS, **kwargs})
         self["layers"] = [tuple(layer) for layer in self["layers"]]
+        prev = 16  # gen_z produces 16 * channel_width channels
         for i, layer in enumerate(self["layers"]):
-            if len(layer) != 3:
-                raise ValueError(f"config.layers[{i}]: expected (upsample, in_mult, out_mult), got {layer!r}")
+            if len(layer) != 3 or layer[1] != prev or layer[2] not in (layer[1], layer[1] / 2):
+                raise ValueError(f"config.layers[{i}]: expected (upsample, in_mult={prev}, out_mult equal to or half "
+                                 f"of in_mult), got {layer!r}")
+            prev = layer[2]
+        if prev != 1 or self["channel_width"] < 3:
+            raise ValueError(f"config: expected the last layer to end at 1 x channel_width channels and "
+                             f"channel_width >= 3, got out_mult {prev} and channel_width {self['channel_width']}")
 
     def __getattr__(self, name):
         try:

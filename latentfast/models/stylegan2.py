@@ -32,7 +32,7 @@ SQRT2 = math.sqrt(2.0)
 
 def _lrelu(u: Tensor, slope: float = 0.2, gain: float = SQRT2) -> Tensor:
     # Same expression as MLPSpec's forward so mlp_spec() reproduces the mapping network to the last bit.
-    return u * torch.where(u >= 0, gain, gain * slope).to(u.dtype)
+    return u * torch.where(u >= 0, u.new_tensor(gain), u.new_tensor(gain * slope))
 
 
 def rosinality_channels(size: int, channel_multiplier: int = 2) -> Dict[int, int]:
