@@ -119,7 +119,8 @@ def _randomized(op: JacobianOperator, k: int, oversample: int, power_iters: Opti
 
 def local_basis(f: Callable[[Tensor], Tensor], z, k: Optional[int] = None, method: str = "auto", *,
                 oversample: int = 10, power_iters: Optional[int] = None, tol: Optional[float] = None,
-                chunk_size: Optional[int] = None, generator: Optional[torch.Generator] = None) -> LocalBasis:
+                chunk_size: Optional[int] = None, generator: Optional[torch.Generator] = None,
+                backend: str = "auto") -> LocalBasis:
     """Local basis of ``f`` at ``z``.
 
     f: callable (B, d_in) -> (B, ...), rows independent (output flattened to d_out); an :class:`MLPSpec` or a
@@ -132,6 +133,7 @@ def local_basis(f: Callable[[Tensor], Tensor], z, k: Optional[int] = None, metho
     oversample, power_iters, tol: randomized accuracy/cost knobs (see the module docstring).
     chunk_size: latents per chunk (bounds memory: exact holds chunk x d_out x d_in; default keeps it ~64 MB).
     generator: torch.Generator for the random probes (reproducible results).
+    backend: for MLP-shaped f, the mlp_jvp backend ("auto", "triton", "reference"); ignored otherwise.
     Raises ValueError/TypeError naming the argument on bad shapes, dtypes, NaN/Inf, k out of range.
     """
     z, single = _validate_z(z)
@@ -151,7 +153,7 @@ def local_basis(f: Callable[[Tensor], Tensor], z, k: Optional[int] = None, metho
     if spec is not None and spec.d_in != z.shape[1]:
         raise ValueError(f"z: expected width d_in = {spec.d_in} for this MLP, got shape {tuple(z.shape)}")
     try:
-        first = linearize(f, z[:1])
+        first = linearize(f, z[:1], backend)
     except RuntimeError as exc:  # typically a shape mismatch inside f
         raise ValueError(f"z: f could not be applied to a latent of shape {tuple(z[:1].shape)}: {exc}") from exc
     if first.points.dim() != 2 or first.points.shape[0] != 1:
@@ -173,7 +175,7 @@ def local_basis(f: Callable[[Tensor], Tensor], z, k: Optional[int] = None, metho
 
     outs = []
     for s in range(0, z.shape[0], chunk_size):
-        op = first if (s == 0 and z.shape[0] == 1) else linearize(f, z[s:s + chunk_size])
+        op = first if (s == 0 and z.shape[0] == 1) else linearize(f, z[s:s + chunk_size], backend)
         if method == "exact":
             U, S, V, res = _exact(op, k)
         else:

@@ -12,7 +12,7 @@ from typing import Callable, Optional
 
 import torch
 
-from ..ops.mlp_jvp import reference as mlp_ref
+from ..ops import mlp_jvp
 from ..ops.mlp_jvp.reference import MLPSpec
 
 Tensor = torch.Tensor
@@ -56,19 +56,18 @@ class JacobianOperator:
 
 
 class MLPOperator(JacobianOperator):
-    def __init__(self, spec: MLPSpec, z: Tensor):
-        spec = spec.to(dtype=z.dtype, device=z.device)
-        with torch.no_grad():
-            self.points, self._lin = mlp_ref.forward(spec, z)
+    """Hand-written tangent passes of an :class:`MLPSpec` (dispatched: Triton on CUDA, PyTorch otherwise)."""
+
+    def __init__(self, spec: MLPSpec, z: Tensor, backend: str = "auto"):
+        self._lin = mlp_jvp.linearize(spec, z, backend=backend)
+        self.points = self._lin.points
         self.d_in, self.d_out = spec.d_in, spec.d_out
 
     def jvp(self, V):
-        with torch.no_grad():
-            return mlp_ref.jvp(self._lin, V)
+        return self._lin.jvp(V)
 
     def vjp(self, U):
-        with torch.no_grad():
-            return mlp_ref.vjp(self._lin, U)
+        return self._lin.vjp(U)
 
 
 class FuncOperator(JacobianOperator):
@@ -91,8 +90,9 @@ class FuncOperator(JacobianOperator):
         return torch.func.vmap(one, in_dims=2, out_dims=2)(U).detach()
 
 
-def linearize(f, z: Tensor) -> JacobianOperator:
+def linearize(f, z: Tensor, backend: str = "auto") -> JacobianOperator:
+    """The Jacobian operator of f at z; ``backend`` picks the mlp_jvp backend for MLP-shaped f."""
     spec = mlp_spec_of(f)
     if spec is not None:
-        return MLPOperator(spec, z)
+        return MLPOperator(spec, z, backend)
     return FuncOperator(f, z)
