@@ -176,11 +176,11 @@ def grow(vertices: Tensor, new: int, eps: float = TWIN_EPS) -> Tensor:
 def _lr_at_epoch(lr: float, epoch: int, epochs: int) -> float:
     """The learning rate of ``MultiStepLR(milestones=[int(0.6 E), int(0.8 E)], gamma=0.5)`` stepped per epoch.
 
-    Equal milestones count twice (as in MultiStepLR); a milestone of 0 is never reached, because the scheduler
-    only looks at epochs >= 1.
+    Equal milestones count twice and a milestone of 0 already applies to the first epoch, both as in
+    MultiStepLR (with 1 epoch per stage the authors' scheduler therefore trains at lr / 4).
     """
     milestones = [int(epochs * 0.6), int(epochs * 0.8)]
-    drops = sum(1 for m in milestones if 1 <= m <= epoch)
+    drops = sum(1 for m in milestones if m <= epoch)
     return lr * 0.5 ** drops
 
 
