@@ -188,9 +188,11 @@ def test_fit_dtype_device_small_counts_and_progress(capsys):
         assert [s.num_vertices for s in log.stages] == stage_sizes(m)
     err = capsys.readouterr().err
     assert "stage 2/2 (M=5) epoch 1/1" in err
-    # fewer latents than batch_size: one batch of all of them
-    log = SFVQ(4, 5).fit(x[:10], epochs_per_stage=1, progress=False)
+    # fewer latents than batch_size: one batch of all of them; a caller's tensor gets no gradient
+    small = x[:10].clone().requires_grad_(True)
+    log = SFVQ(4, 5).fit(small, epochs_per_stage=1, progress=False)
     assert int(log.stages[0].segment_counts.sum()) == 10
+    assert small.grad is None
 
 
 # ---------------------------------------------------------------- curve operations
@@ -207,6 +209,7 @@ def test_decode(curve):
                             v[3] + 0.5 * (v[4] - v[3]), v[4]])
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-15)
     assert curve.decode(1.5).shape == (2,)
+    torch.testing.assert_close(curve.decode(np.float32(1.5)), expected[2], rtol=0, atol=1e-15)
     assert curve.decode(torch.zeros(2, 3)).shape == (2, 3, 2)
     with pytest.raises(ValueError, match="fractional_index"):
         curve.decode(4.01)

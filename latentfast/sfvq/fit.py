@@ -213,7 +213,8 @@ def validate_latents(latents, dim: Optional[int] = None) -> Tensor:
     _checks.check_finite("latents", latents)
     if latents.dtype in (torch.float16, torch.bfloat16):
         latents = latents.float()
-    return latents
+    # training must not push gradients into a caller's tensor that happens to require them
+    return latents.detach()
 
 
 def fit_sfvq(

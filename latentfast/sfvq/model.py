@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import pickle
 import tempfile
 from typing import Optional, Tuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -124,7 +126,7 @@ class SFVQ(nn.Module):
         (..., dim) in the vertices' dtype, differentiable in ``vertices``.  s = M - 1 is the last vertex.
         Raises ValueError for values outside [0, M - 1] or NaN (never extrapolates silently).
         """
-        if isinstance(fractional_index, (int, float)) and not isinstance(fractional_index, bool):
+        if isinstance(fractional_index, numbers.Real) and not isinstance(fractional_index, (bool, np.bool_)):
             s = torch.tensor(float(fractional_index), dtype=torch.float64)
         else:
             s = _checks.as_tensor("fractional_index", fractional_index)
