@@ -19,7 +19,6 @@ for disallowed globals).
 from __future__ import annotations
 
 import argparse
-import io
 import math
 import os
 import pickle
@@ -28,7 +27,6 @@ import zipfile
 from pathlib import Path
 from typing import Dict, Optional, Union
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -268,7 +266,7 @@ def load_nvidia_pickle(data, source: str = "pickle", *, mapping_only: bool = Fal
     Gm.mapping = mapping
     t: Dict[str, Tensor] = {f"mapping.{k}": v for k, v in mapping.state_dict().items()}
 
-    def layer(dst: str, L: PersistentStub, where: str, up: bool, block_filter: Tensor):
+    def layer(dst: str, L: PersistentStub, where: str, up: bool):
         _stub(L, "SynthesisLayer", source, where)
         if _attr(L, "activation", source, where) != "lrelu":
             raise ValueError(f"{source}: {where}: expected activation 'lrelu', got {L.activation!r}")
@@ -298,8 +296,8 @@ def load_nvidia_pickle(data, source: str = "pickle", *, mapping_only: bool = Fal
         if j == 0:
             t[f"{dst}.const"] = _attr(B, "const", source, where)
         else:
-            layer(f"{dst}.conv0", _attr(B, "conv0", source, where), where + ".conv0", True, filt)
-        layer(f"{dst}.conv1", B.conv1, where + ".conv1", False, filt)
+            layer(f"{dst}.conv0", _attr(B, "conv0", source, where), where + ".conv0", True)
+        layer(f"{dst}.conv1", B.conv1, where + ".conv1", False)
         R = _stub(_attr(B, "torgb", source, where), "ToRGBLayer", source, where + ".torgb")
         t[f"{dst}.torgb.conv.weight"] = _attr(R, "weight", source, where + ".torgb")
         t[f"{dst}.torgb.bias"] = _attr(R, "bias", source, where + ".torgb")
