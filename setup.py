@@ -46,7 +46,7 @@ def extensions():
         os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
 
     define_macros = [("WITH_CUDA", None)] if use_cuda else []
-    extra_cxx = ["-O3", "-std=c++17"]
+    extra_cxx = ["-O3", "-std=c++20"]  # torch 2.13 headers are C++20
     openmp = ["-fopenmp"] if os.name != "nt" else ["/openmp"]
     ext_cls = cpp_extension.CUDAExtension if use_cuda else cpp_extension.CppExtension
     sources = cpu_sources + (cuda_sources if use_cuda else [])
@@ -55,7 +55,7 @@ def extensions():
         sources=sources,
         include_dirs=[os.path.join(here, "csrc")],
         define_macros=define_macros,
-        extra_compile_args={"cxx": extra_cxx + openmp, "nvcc": ["-O3", "-std=c++17"]} if use_cuda
+        extra_compile_args={"cxx": extra_cxx + openmp, "nvcc": ["-O3", "-std=c++20"]} if use_cuda
         else {"cxx": extra_cxx + openmp},
         extra_link_args=openmp,
     )

@@ -59,7 +59,13 @@ def report() -> str:
                 continue
             for dev, (args, kwargs) in probes:
                 reasons = backend.why_not(*args, **kwargs)
-                state = "available" if not reasons else "unavailable: " + "; ".join(reasons)
+                auto = backend.auto_reasons(*args, **kwargs)
+                if reasons:
+                    state = "unavailable: " + "; ".join(reasons)
+                elif auto:  # e.g. the Triton interpreter on CPU: serves explicit requests only
+                    state = "available on request only (auto skips it): " + "; ".join(auto)
+                else:
+                    state = "available"
                 lines.append(f"    {bname:<10} [{dev}] {state}")
     return "\n".join(lines)
 

@@ -6,13 +6,15 @@ Backends, asked in order: ``triton`` (CUDA tensors), ``native`` (the C++ extensi
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 
 from ... import _checks
-from ..._dispatch import Backend, Op, register
+from ..._dispatch import Backend, Op, register, triton_auto_why_not
+from . import native as _native
 from . import reference
+from . import triton as _triton
 
 Tensor = torch.Tensor
 
@@ -45,9 +47,71 @@ def _reference_run(points, vertices, segments, chunk_size):
     return reference.nearest(points, vertices, segments=segments, chunk_size=chunk_size)
 
 
+def _triton_auto_why_not(points, vertices, segments, chunk_size):
+    return triton_auto_why_not(points, vertices)
+
+
 OP = register(Op("segment_assign", [
+    Backend("triton", _triton.why_not, _triton.run,
+            "fused Triton GEMM + projection + running top-4, float64 re-scoring (CUDA; CPU only in the "
+            "interpreter, on request)", auto_why_not=_triton_auto_why_not),
+    Backend("native", _native.why_not, _native.run,
+            "C++/OpenMP: ATen GEMM per block + one fused pass (CPU, float32/float64)"),
     Backend("reference", _reference_why_not, _reference_run, "pure PyTorch, chunked GEMM + exact re-scoring"),
 ]))
+
+
+# --- torch.library registration: one custom op behind both public functions --------------------------------------
+# Registered so that torch.compile / export see an opaque op with a known output shape instead of tracing into
+# the dispatch (data-dependent fallbacks, C++ and Triton calls).  Backend selection happens at run time.
+
+@torch.library.custom_op("latentfast::segment_assign", mutates_args=())
+def _segment_assign_op(points: Tensor, vertices: Tensor, segments: bool, chunk_size: Optional[int],
+                       backend: str) -> Tuple[Tensor, Tensor, Tensor]:
+    index, t, d = OP(points, vertices, segments, chunk_size, backend=backend)
+    return index, t, d
+
+
+@_segment_assign_op.register_fake
+def _segment_assign_fake(points, vertices, segments, chunk_size, backend):
+    n = points.shape[0]
+    return (points.new_empty((n,), dtype=torch.int64), points.new_empty((n,)), points.new_empty((n,)))
+
+
+def _setup_context(ctx, inputs, output):
+    points, vertices, segments, _, _ = inputs
+    index, t, _ = output
+    ctx.segments = segments
+    ctx.save_for_backward(points, vertices, index, t)
+
+
+def _backward(ctx, grad_index, grad_t, grad_d):
+    """d distance_sq / d x = 2 (x - p) with p the nearest point; by the envelope theorem (t is optimal for the
+    segment) d / d c_j = -2 (1 - t)(x - p) and d / d c_{j+1} = -2 t (x - p).  index and t carry no gradient."""
+    points, vertices, index, t = ctx.saved_tensors
+    if grad_d is None:
+        return None, None, None, None, None
+    m = vertices.shape[0]
+    a = vertices[index]
+    if ctx.segments:
+        nxt = (index + 1).clamp_max(m - 1)  # M = 1: the zero-length segment (t = 0)
+        nearest = a + t.unsqueeze(1) * (vertices[nxt] - a)
+    else:
+        nearest = a
+    g = 2.0 * grad_d.unsqueeze(1) * (points - nearest)
+    grad_points = g if ctx.needs_input_grad[0] else None
+    grad_vertices = None
+    if ctx.needs_input_grad[1]:
+        grad_vertices = torch.zeros_like(vertices)
+        if ctx.segments:
+            grad_vertices.index_add_(0, index, -(1.0 - t).unsqueeze(1) * g)
+            grad_vertices.index_add_(0, nxt, -t.unsqueeze(1) * g)
+        else:
+            grad_vertices.index_add_(0, index, -g)
+    return grad_points, grad_vertices, None, None, None
+
+
+_segment_assign_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def _validate(points, vertices, chunk_size):
@@ -86,12 +150,14 @@ def segment_assign(points, vertices, *, chunk_size: Optional[int] = None, backen
     NaN/Inf.  ``backend``: "auto" | "triton" | "native" | "reference" (see ``python -m latentfast.info``).
     """
     points, vertices = _validate(points, vertices, chunk_size)
-    index, t, d = OP(points, vertices, True, chunk_size, backend=backend)
+    _checks.check_choice("backend", backend, ["auto"] + OP.names())
+    index, t, d = torch.ops.latentfast.segment_assign(points, vertices, True, chunk_size, backend)
     return SegmentAssignment(index, t, d)
 
 
 def nearest_point(points, codebook, *, chunk_size: Optional[int] = None, backend: str = "auto") -> PointAssignment:
     """Exact nearest row of ``codebook`` (M, D) for every point (N, D); ties go to the lowest index."""
     points, codebook = _validate(points, codebook, chunk_size)
-    index, _, d = OP(points, codebook, False, chunk_size, backend=backend)
+    _checks.check_choice("backend", backend, ["auto"] + OP.names())
+    index, _, d = torch.ops.latentfast.segment_assign(points, codebook, False, chunk_size, backend)
     return PointAssignment(index, d)

@@ -42,17 +42,32 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def gemm_error_bound(dim: int, dtype: torch.dtype) -> float:
+#: relative error of one TF32 GEMM input (10 explicit mantissa bits; hardware may truncate, so eps, not eps / 2)
+TF32_EPS = 2.0 ** -10
+
+
+def gemm_error_bound(dim: int, dtype: torch.dtype, input_eps: float = 0.0) -> float:
     """Factor f such that |cheap distance - exact distance| <= f * (|x~| + max|c~|)^2.
 
     Each GEMM entry has error <= gamma_D |x||c| with gamma_D = D u / (1 - D u) (any summation order); the cheap
     distance combines two such entries in <x - a, d> (weighted by up to 2t <= 2) and one in |x - a|^2 (weight 2),
     plus O(u) rounding of the epilogue.  6 gamma_D + 16 u bounds the total; doubled for safety against
     compilers contracting the epilogue differently.
+
+    ``input_eps``: relative error of the GEMM's inputs when the hardware rounds them first (TF32: TF32_EPS).
+    Rounding both inputs moves each entry by at most (2 e + e^2) |x||c|, with the same total weight 6.
     """
     u = torch.finfo(dtype).eps / 2
     gamma = dim * u / max(1.0 - dim * u, 1e-3)
-    return 2.0 * (6.0 * gamma + 16.0 * u)
+    e = float(input_eps)
+    return 2.0 * (6.0 * (gamma + 2.0 * e + e * e) + 16.0 * u)
+
+
+def gemm_input_eps(x: Tensor, dtype: torch.dtype) -> float:
+    """Input rounding of a float32 GEMM on x's device: TF32 on CUDA when torch allows it, else none."""
+    if x.is_cuda and dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
+        return TF32_EPS
+    return 0.0
 
 
 def _prepare(vertices: Tensor, segments: bool):
@@ -143,7 +158,7 @@ def nearest(points: Tensor, vertices: Tensor, *, segments: bool = True, chunk_si
     mean, c64, c, cc, L, ad, cmax = _prepare(vertices, segments)
     S = c.shape[0] - 1 if segments else c.shape[0]
     K = min(num_candidates, S)
-    bound_factor = gemm_error_bound(dim, c.dtype)
+    bound_factor = gemm_error_bound(dim, c.dtype, gemm_input_eps(points, c.dtype))  # TF32 on CUDA widens it
     chunk = chunk_size or default_chunk_size(c.shape[0])
 
     index = torch.empty(n_all, dtype=torch.int64, device=points.device)

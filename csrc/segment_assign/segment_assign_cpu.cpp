@@ -1,0 +1,302 @@
+// Native CPU kernel for the nearest segment; see segment_assign.h for the contract and the math.
+#include "segment_assign/segment_assign.h"
+
+#include <ATen/Parallel.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace latentfast {
+namespace {
+
+// Per-call constants of the vertex set.  `c` (compute type) feeds the GEMM and the cheap formula; `c64`
+// (float64, same centring) feeds the exact re-scoring, exactly like reference._prepare.
+template <typename cdt>
+struct VertexConstants {
+  at::Tensor c;                 // (M, D) cdt, centred, contiguous
+  std::vector<double> mean;     // (D)
+  std::vector<double> c64;      // (M * D) centred, float64
+  std::vector<double> L64;      // (S) |c_{j+1} - c_j|^2 in float64 (segments only)
+  std::vector<cdt> cc;          // (M) |c~_j|^2
+  std::vector<cdt> ad;          // (S) <a, d> in the compute type
+  std::vector<cdt> L;           // (S) |d|^2 in the compute type
+  std::vector<cdt> invL;        // (S) 1 / L, 0 where L = 0 (then t = 0, as in the reference)
+  double cmax = 0.0;            // max_j |c~_j|
+};
+
+template <typename scalar_t, typename cdt>
+VertexConstants<cdt> prepare(const at::Tensor& vertices, bool segments) {
+  VertexConstants<cdt> k;
+  const int64_t M = vertices.size(0), D = vertices.size(1);
+  auto acc = vertices.accessor<scalar_t, 2>();
+  k.mean.assign(D, 0.0);
+  for (int64_t j = 0; j < M; ++j)
+    for (int64_t q = 0; q < D; ++q) k.mean[q] += static_cast<double>(acc[j][q]);
+  for (int64_t q = 0; q < D; ++q) k.mean[q] /= static_cast<double>(M);
+  k.c64.resize(static_cast<size_t>(M * D));
+  k.c = at::empty({M, D}, vertices.options().dtype(c10::CppTypeToScalarType<cdt>::value));
+  cdt* c = k.c.template data_ptr<cdt>();
+  k.cc.assign(M, cdt(0));
+  for (int64_t j = 0; j < M; ++j) {
+    double s = 0.0;
+    for (int64_t q = 0; q < D; ++q) {
+      const double v = static_cast<double>(acc[j][q]) - k.mean[q];
+      k.c64[j * D + q] = v;
+      const cdt r = static_cast<cdt>(v);
+      c[j * D + q] = r;
+      s += static_cast<double>(r) * static_cast<double>(r);
+    }
+    k.cc[j] = static_cast<cdt>(s);
+    k.cmax = std::max(k.cmax, std::sqrt(s));
+  }
+  if (segments) {
+    const int64_t S = M - 1;
+    k.L64.assign(S, 0.0);
+    k.ad.assign(S, cdt(0));
+    k.L.assign(S, cdt(0));
+    k.invL.assign(S, cdt(0));
+    for (int64_t j = 0; j < S; ++j) {
+      double l64 = 0.0, l = 0.0, ad = 0.0;
+      for (int64_t q = 0; q < D; ++q) {
+        const double d64 = k.c64[(j + 1) * D + q] - k.c64[j * D + q];
+        l64 += d64 * d64;
+        // cheap-side constants from the rounded vertices, like the reference (c[1:] - c[:-1] in cdt)
+        const double d = static_cast<double>(static_cast<cdt>(c[(j + 1) * D + q] - c[j * D + q]));
+        l += d * d;
+        ad += static_cast<double>(c[j * D + q]) * d;
+      }
+      k.L64[j] = l64;
+      k.L[j] = static_cast<cdt>(l);
+      k.ad[j] = static_cast<cdt>(ad);
+      // t = p * (1/L) instead of p / L: one more rounding in t only, which changes the cheap distance to
+      // second order (the distance is stationary in t at the unclamped optimum) and is covered by the bound.
+      k.invL[j] = k.L[j] > cdt(0) ? cdt(1) / k.L[j] : cdt(0);
+    }
+  }
+  return k;
+}
+
+// Keep the K smallest (value, index) pairs seen so far, sorted ascending; equal values keep the earlier
+// (lower) index first because insertion is strict.
+struct TopK {
+  double v[kMaxCandidates];
+  int64_t i[kMaxCandidates];
+  int64_t K;
+  void reset(int64_t k) {
+    K = k;
+    for (int64_t s = 0; s < K; ++s) {
+      v[s] = std::numeric_limits<double>::infinity();
+      i[s] = s;  // valid indices even if nothing finite is ever inserted (then the row is flagged)
+    }
+  }
+  inline void insert(double val, int64_t idx) {
+    int64_t s = K - 1;
+    while (s > 0 && val < v[s - 1]) {
+      v[s] = v[s - 1];
+      i[s] = i[s - 1];
+      --s;
+    }
+    v[s] = val;
+    i[s] = idx;
+  }
+};
+
+template <typename scalar_t, typename cdt>
+void run(const at::Tensor& points, const at::Tensor& vertices_in, bool segments, double bound_factor,
+         int64_t block_rows, int64_t num_candidates, at::Tensor& index_out, at::Tensor& t_out,
+         at::Tensor& distance_out, at::Tensor& unsure_out) {
+  // A single vertex is one zero-length segment (index 0, t 0), as in the reference.
+  const at::Tensor vertices = (segments && vertices_in.size(0) == 1)
+                                  ? vertices_in.expand({2, vertices_in.size(1)}) : vertices_in;
+  const int64_t N = points.size(0), D = points.size(1), M = vertices.size(0);
+  const int64_t S = segments ? M - 1 : M;
+  const int64_t K = std::min(num_candidates, S);
+  const bool certify = K < S;  // with every segment re-scored there is nothing to certify
+  VertexConstants<cdt> k = prepare<scalar_t, cdt>(vertices, segments);
+
+  const scalar_t* P = points.data_ptr<scalar_t>();
+  const int64_t ps0 = points.stride(0), ps1 = points.stride(1);
+  int64_t* idx_o = index_out.data_ptr<int64_t>();
+  scalar_t* t_o = t_out.data_ptr<scalar_t>();
+  scalar_t* d_o = distance_out.data_ptr<scalar_t>();
+  bool* u_o = unsure_out.data_ptr<bool>();
+
+  const int64_t B = std::min(block_rows, std::max<int64_t>(N, 1));
+  const auto copt = points.options().dtype(c10::CppTypeToScalarType<cdt>::value);
+  at::Tensor xs = at::empty({B, D}, copt);   // centred block in the compute type
+  at::Tensor G = at::empty({B, M}, copt);    // the block's GEMM output: the only (rows x M) buffer
+  const at::Tensor cT = k.c.t();
+  std::vector<double> xnorm(B), xx(B);
+  const int nthreads = std::max(1, at::get_num_threads());
+
+  for (int64_t r0 = 0; r0 < N; r0 += B) {
+    const int64_t nb = std::min(B, N - r0);
+    cdt* X = xs.data_ptr<cdt>();
+    // centre and round the block; |x~|^2 for the cheap formula, |x - mean| for the bound
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int64_t r = 0; r < nb; ++r) {
+      const scalar_t* p = P + (r0 + r) * ps0;
+      cdt* x = X + r * D;
+      double s64 = 0.0, sc = 0.0;
+      for (int64_t q = 0; q < D; ++q) {
+        const double v = static_cast<double>(p[q * ps1]) - k.mean[q];
+        s64 += v * v;
+        x[q] = static_cast<cdt>(v);
+        sc += static_cast<double>(x[q]) * static_cast<double>(x[q]);
+      }
+      xnorm[r] = std::sqrt(s64);
+      xx[r] = sc;
+    }
+    at::Tensor Gb = G.narrow(0, 0, nb);
+    at::mm_out(Gb, xs.narrow(0, 0, nb), cT);  // the one GEMM of this block (ATen/MKL, multi-threaded)
+    const cdt* Gp = Gb.data_ptr<cdt>();
+    const int64_t gs = Gb.stride(0);
+
+#pragma omp parallel num_threads(nthreads)
+    {
+      std::vector<cdt> dist(static_cast<size_t>(S));  // one row of cheap distances, stays in L1/L2
+      std::vector<double> x64(static_cast<size_t>(D));
+      TopK top;
+#pragma omp for schedule(static)
+      for (int64_t r = 0; r < nb; ++r) {
+        const cdt* g = Gp + r * gs;
+        const cdt xxr = static_cast<cdt>(xx[r]);
+        cdt* dd = dist.data();
+        // fused projection, clamp and cheap distance for the whole row (vectorised)
+        if (segments) {
+          const cdt* ad = k.ad.data();
+          const cdt* L = k.L.data();
+          const cdt* invL = k.invL.data();
+          const cdt* cc = k.cc.data();
+#pragma omp simd
+          for (int64_t j = 0; j < S; ++j) {
+            const cdt p = g[j + 1] - g[j] - ad[j];  // <x - a, d> from the same GEMM row
+            cdt t = p * invL[j];
+            t = t < cdt(0) ? cdt(0) : (t > cdt(1) ? cdt(1) : t);
+            const cdt v = xxr - cdt(2) * g[j] + cc[j] - cdt(2) * t * p + t * t * L[j];
+            dd[j] = v > cdt(0) ? v : cdt(0);
+          }
+        } else {
+          const cdt* cc = k.cc.data();
+#pragma omp simd
+          for (int64_t j = 0; j < S; ++j) {
+            const cdt v = xxr - cdt(2) * g[j] + cc[j];
+            dd[j] = v > cdt(0) ? v : cdt(0);
+          }
+        }
+        // top-K scan: one well-predicted compare per segment; a NaN (overflow) flags the row
+        top.reset(K);
+        bool bad = false;
+        double thresh = top.v[K - 1];
+        for (int64_t j = 0; j < S; ++j) {
+          const double v = static_cast<double>(dd[j]);
+          if (!(v >= thresh)) {
+            if (v != v) { bad = true; continue; }
+            top.insert(v, j);
+            thresh = top.v[K - 1];
+          }
+        }
+        // exact float64 re-scoring of the candidates
+        const scalar_t* prow = P + (r0 + r) * ps0;
+        for (int64_t q = 0; q < D; ++q) x64[q] = static_cast<double>(prow[q * ps1]) - k.mean[q];
+        double best_d = std::numeric_limits<double>::infinity(), best_t = 0.0;
+        int64_t best_j = std::numeric_limits<int64_t>::max();
+        for (int64_t s = 0; s < K; ++s) {
+          const int64_t j = top.i[s];
+          const double* a = k.c64.data() + j * D;
+          double dj, tj = 0.0;
+          if (segments) {
+            const double* b = a + D;
+            double p = 0.0;
+            for (int64_t q = 0; q < D; ++q) p += (x64[q] - a[q]) * (b[q] - a[q]);
+            const double Lj = k.L64[j];
+            tj = Lj > 0.0 ? std::min(1.0, std::max(0.0, p / Lj)) : 0.0;
+            dj = 0.0;
+            for (int64_t q = 0; q < D; ++q) {
+              const double res = (x64[q] - a[q]) - tj * (b[q] - a[q]);
+              dj += res * res;
+            }
+          } else {
+            dj = 0.0;
+            for (int64_t q = 0; q < D; ++q) {
+              const double res = x64[q] - a[q];
+              dj += res * res;
+            }
+          }
+          if (dj < best_d || (dj == best_d && j < best_j)) {
+            best_d = dj;
+            best_t = tj;
+            best_j = j;
+          }
+        }
+        bool unsure = bad || !std::isfinite(best_d);
+        if (certify && !unsure) {
+          const double e = xnorm[r] + k.cmax;
+          const double bound = bound_factor * e * e;
+          // written as "not certified" so that a NaN/Inf anywhere leaves the row to the caller
+          // (an overflowed cheap distance leaves the K-th value infinite: not certified either)
+          unsure = !(std::isfinite(top.v[K - 1]) && top.v[K - 1] - bound > best_d);
+        }
+        const int64_t o = r0 + r;
+        idx_o[o] = best_j;
+        t_o[o] = static_cast<scalar_t>(best_t);
+        d_o[o] = static_cast<scalar_t>(best_d);
+        u_o[o] = unsure;
+      }
+    }
+  }
+}
+
+void check_out(const at::Tensor& t, const char* name, at::ScalarType dtype, int64_t n) {
+  TORCH_CHECK(t.device().is_cpu(), "segment_assign_cpu_out: ", name, " must be a CPU tensor, got ", t.device());
+  TORCH_CHECK(t.scalar_type() == dtype, "segment_assign_cpu_out: ", name, " must have dtype ", dtype,
+              ", got ", t.scalar_type());
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == n, "segment_assign_cpu_out: ", name, " must have shape (", n,
+              ",), got ", t.sizes());
+  TORCH_CHECK(t.is_contiguous(), "segment_assign_cpu_out: ", name, " must be contiguous");
+}
+
+}  // namespace
+
+void segment_assign_cpu_out(const at::Tensor& points, const at::Tensor& vertices, bool segments,
+                            double bound_factor, int64_t block_rows, int64_t num_candidates,
+                            at::Tensor& index_out, at::Tensor& t_out, at::Tensor& distance_out,
+                            at::Tensor& unsure_out) {
+  TORCH_CHECK(points.device().is_cpu() && vertices.device().is_cpu(),
+              "segment_assign_cpu_out: points and vertices must be CPU tensors, got ", points.device(), " and ",
+              vertices.device());
+  TORCH_CHECK(points.dim() == 2, "segment_assign_cpu_out: points must have shape (N, D), got ", points.sizes());
+  TORCH_CHECK(vertices.dim() == 2, "segment_assign_cpu_out: vertices must have shape (M, D), got ",
+              vertices.sizes());
+  TORCH_CHECK(points.size(1) == vertices.size(1), "segment_assign_cpu_out: points width ", points.size(1),
+              " does not match vertices width ", vertices.size(1));
+  TORCH_CHECK(vertices.size(0) >= 1, "segment_assign_cpu_out: vertices must have at least one row");
+  TORCH_CHECK(points.scalar_type() == vertices.scalar_type(),
+              "segment_assign_cpu_out: points and vertices must have the same dtype, got ", points.scalar_type(),
+              " and ", vertices.scalar_type());
+  TORCH_CHECK(points.scalar_type() == at::kFloat || points.scalar_type() == at::kDouble,
+              "segment_assign_cpu_out: dtype must be float32 or float64, got ", points.scalar_type());
+  TORCH_CHECK(block_rows >= 1, "segment_assign_cpu_out: block_rows must be >= 1, got ", block_rows);
+  TORCH_CHECK(num_candidates >= 1 && num_candidates <= kMaxCandidates,
+              "segment_assign_cpu_out: num_candidates must be in [1, ", kMaxCandidates, "], got ", num_candidates);
+  TORCH_CHECK(std::isfinite(bound_factor) && bound_factor >= 0.0,
+              "segment_assign_cpu_out: bound_factor must be finite and >= 0, got ", bound_factor);
+  const int64_t N = points.size(0);
+  check_out(index_out, "index_out", at::kLong, N);
+  check_out(t_out, "t_out", points.scalar_type(), N);
+  check_out(distance_out, "distance_out", points.scalar_type(), N);
+  check_out(unsure_out, "unsure_out", at::kBool, N);
+  if (N == 0) return;
+  if (points.scalar_type() == at::kFloat) {
+    run<float, float>(points, vertices, segments, bound_factor, block_rows, num_candidates, index_out, t_out,
+                      distance_out, unsure_out);
+  } else {
+    run<double, double>(points, vertices, segments, bound_factor, block_rows, num_candidates, index_out, t_out,
+                        distance_out, unsure_out);
+  }
+}
+
+}  // namespace latentfast
