@@ -6,13 +6,15 @@ matching input directions.  Two methods:
 * ``exact``: the dense Jacobian (d_in JVPs or d_out VJPs per latent, chunked over the batch), then a batched
   SVD.  Cost ~ B * min(d_in, d_out) tangent passes + B SVDs of d_out x d_in.
 * ``randomized``: a randomized range finder (Halko, Martinsson, Tropp 2011) driven only by batched JVPs/VJPs:
-      Y = J Omega  (r = k + oversample Gaussian probes)   ->  Q = orth(Y)
-      repeat: Q = orth(J orth(J^T Q))                        (power iterations)
-      W = J^T Q = P S R^T (small SVD)                        ->  U = Q R,  V = P
-  Accuracy is governed by ``oversample`` (more probes: better subspace) and ``power_iters`` (each one sharpens
-  the spectrum by a power of two: error ~ (sigma_{r+1}/sigma_k)^(2q+1)); by default power iterations run until
-  the top-(k+1) singular values change by less than ``tol`` (relative, default 1e-3, at most 10 iterations).
-  Cost ~ B * r * (2 q + 2) tangent passes + small (r x r) problems; no d_out x d_in matrix is ever formed.
+      K_0 = orth(J Omega)  (r = k + oversample Gaussian probes)
+      K_i = orth(J J^T K_{i-1}, against K_0..K_{i-1})        (block Krylov iterations, i = 1..q)
+      W = J^T [K_0..K_q] = P S R^T (thin SVD)                ->  U = K R,  V = P
+  Accuracy is governed by ``oversample`` (more probes: better subspace) and ``power_iters`` = q (each
+  iteration adds a block of the Krylov space; the error of sigma_i falls like a Chebyshev polynomial of the
+  spectral gap, far faster than plain power iteration on the flat spectra of mapping networks).  Default
+  q = 2; with ``tol`` given instead, iterations run until the top-(k+1) singular values change by less than
+  ``tol`` (relative to sigma_1, at most 10 iterations).  Cost ~ B * r * (2 q + 2) tangent passes + a thin SVD of
+  (d_in, (q+1) r); no d_out x d_in matrix is ever formed.
   Orthonormalisation is batched CholeskyQR2 (``ops/small_linalg``).
 
 Sign convention (both methods): the largest-magnitude entry of each u_i is positive and v_i is flipped with it,
@@ -32,7 +34,7 @@ from .jacobian import JacobianOperator, linearize, mlp_spec_of
 Tensor = torch.Tensor
 
 METHODS = ("auto", "exact", "randomized")
-DEFAULT_TOL = 1e-3
+DEFAULT_KRYLOV_ITERS = 2  # measured: top-10 singular values within 0.25 % on flat and decaying spectra (tests)
 MAX_POWER_ITERS = 10
 
 
@@ -91,29 +93,53 @@ def _exact(op: JacobianOperator, k: int):
     return U[:, :, :k], S[:, :k], Vh[:, :k, :].transpose(1, 2), residual
 
 
-def _randomized(op: JacobianOperator, k: int, oversample: int, power_iters: Optional[int], tol: float,
+def _orthogonalize_against(Y: Tensor, blocks) -> Tensor:
+    """Y minus its components in the earlier orthonormal blocks, twice (classical Gram-Schmidt needs the
+    second pass to stay orthogonal in floating point), then orthonormalised."""
+    for _ in range(2):
+        for K in blocks:
+            Y = Y - K @ (K.transpose(1, 2) @ Y)
+    return orthonormalize(Y)
+
+
+def _randomized(op: JacobianOperator, k: int, oversample: int, power_iters: Optional[int], tol: Optional[float],
                 generator: Optional[torch.Generator]):
+    """Block Krylov range finder (Musco & Musco 2015) driven by JVPs/VJPs; see the module docstring.
+
+    Space: span{Y, (J J^T) Y, ..., (J J^T)^q Y}, Y = J Omega, built block by block, each block orthogonalised
+    against the earlier ones.  Each iteration costs one VJP and one JVP of r columns — the same as a power
+    iteration — but keeps every block, so the top singular values converge much faster on flat spectra.
+    The VJPs of the blocks are exactly the columns of W = J^T K needed at the end: nothing is recomputed.
+    """
     B = op.points.shape[0]
     kmax = min(op.d_in, op.d_out)
     r = min(k + oversample, kmax)
     dt, dev = op.points.dtype, op.points.device
-    omega = torch.randn(B, op.d_in, r, generator=generator, dtype=dt, device=generator.device if generator else dev)
-    Q = orthonormalize(op.jvp(omega.to(dev)))
-    W = op.vjp(Q)
+    gdev = generator.device if generator is not None else dev
+    omega = torch.randn(B, op.d_in, r, generator=generator, dtype=dt, device=gdev).to(dev)
+    blocks = [orthonormalize(op.jvp(omega))]  # K_0
+    Ws = [op.vjp(blocks[0])]  # J^T K_i
     top = min(k + 1, r)  # watch sigma_{k+1} too: it is the residual estimate
     previous = None
-    iters = power_iters if power_iters is not None else MAX_POWER_ITERS
+    adaptive = tol is not None
+    iters = MAX_POWER_ITERS if adaptive else (DEFAULT_KRYLOV_ITERS if power_iters is None else power_iters)
     for _ in range(iters):
-        if power_iters is None:
-            s_now = torch.linalg.svdvals(W.to(torch.float64))[:, :top]
+        width = sum(K.shape[-1] for K in blocks)
+        if width + r > kmax:  # the Krylov space cannot grow past the full range
+            break
+        if adaptive:
+            W = torch.cat(Ws, dim=2).to(torch.float64)
+            s_now = torch.linalg.eigvalsh(W.transpose(1, 2) @ W).flip(-1)[:, :top].clamp_min(0).sqrt()
             if previous is not None and bool(((s_now - previous).abs() <= tol * s_now[:, :1]).all()):
                 break
             previous = s_now
-        Q = orthonormalize(op.jvp(orthonormalize(W)))
-        W = op.vjp(Q)
-    P, S, Rh = thin_svd(W)  # W = J^T Q = P S Rh  =>  Q^T J = Rh^T S P^T
-    U = Q @ Rh.transpose(1, 2)
-    residual = S[:, k] if k < r else torch.zeros_like(S[:, 0])
+        blocks.append(_orthogonalize_against(op.jvp(Ws[-1]), blocks))
+        Ws.append(op.vjp(blocks[-1]))
+    K = torch.cat(blocks, dim=2)
+    W = torch.cat(Ws, dim=2)  # = J^T K
+    P, S, Rh = thin_svd(W)  # W = J^T K = P S Rh  =>  K^T J = Rh^T S P^T
+    U = K @ Rh.transpose(1, 2)
+    residual = S[:, k] if k < S.shape[1] else torch.zeros_like(S[:, 0])
     return U[:, :, :k], S[:, :k], P[:, :, :k], residual
 
 
@@ -130,7 +156,8 @@ def local_basis(f: Callable[[Tensor], Tensor], z, k: Optional[int] = None, metho
     k: number of directions, 1 <= k <= min(d_in, d_out); None = all (exact).
     method: "exact", "randomized" (needs k), or "auto" (randomized when k + oversample <= min(d_in, d_out) / 4
        and the problem is large enough for it to pay, exact otherwise).
-    oversample, power_iters, tol: randomized accuracy/cost knobs (see the module docstring).
+    oversample, power_iters, tol: randomized accuracy/cost knobs (see the module docstring); power_iters
+       (fixed count, default 2) and tol (adaptive) are exclusive.
     chunk_size: latents per chunk (bounds memory: exact holds chunk x d_out x d_in; default keeps it ~64 MB).
     generator: torch.Generator for the random probes (reproducible results).
     backend: for MLP-shaped f, the mlp_jvp backend ("auto", "triton", "reference"); ignored otherwise.
@@ -141,9 +168,12 @@ def local_basis(f: Callable[[Tensor], Tensor], z, k: Optional[int] = None, metho
     oversample = _checks.check_int("oversample", oversample, low=0)
     if power_iters is not None:
         power_iters = _checks.check_int("power_iters", power_iters, low=0)
-    tol = DEFAULT_TOL if tol is None else float(tol)
-    if not tol > 0:
-        raise ValueError(f"tol: expected a positive float, got {tol!r}")
+    if tol is not None:
+        tol = float(tol)
+        if not tol > 0:
+            raise ValueError(f"tol: expected a positive float or None, got {tol!r}")
+        if power_iters is not None:
+            raise ValueError("tol: give either power_iters (a fixed count) or tol (adaptive), not both")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
 

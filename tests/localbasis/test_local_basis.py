@@ -111,7 +111,7 @@ def test_randomized_generic_function_and_reproducibility():
     a, b = run(), run()
     assert torch.equal(a.basis, b.basis) and torch.equal(a.singular_values, b.singular_values)
     _, U, S, Vt = oracle(f, z)
-    torch.testing.assert_close(a.singular_values, S[:, :5], rtol=1e-3, atol=0)  # converged to tol = 1e-3
+    torch.testing.assert_close(a.singular_values, S[:, :5], rtol=1e-3, atol=0)
     # a full-rank sketch (r = k + oversample = min(d_in, d_out)) spans the whole range: exact up to rounding
     full = lf.local_basis(f, z, 5, method="randomized", oversample=25, power_iters=0)
     torch.testing.assert_close(full.singular_values, S[:, :5], rtol=1e-9, atol=0)
@@ -168,3 +168,17 @@ def test_bad_input_is_named(z, k, kwargs, exc, words):
 def test_width_mismatch_through_generic_function_names_z():
     with pytest.raises(ValueError, match=r"z: f could not be applied"):
         lf.local_basis(OddMLP(8, 8), torch.randn(2, 9), 2)
+
+
+def test_randomized_flat_spectrum_and_adaptive_tol():
+    """A randomly initialised mapping network has a flat spectrum (the hard case for range finders)."""
+    torch.manual_seed(2)
+    net = Mapping(256, 8)
+    z = torch.randn(2, 256)
+    _, _, S, _ = oracle(net, z)
+    for kwargs in ({}, {"tol": 1e-4}, {"power_iters": 4}):
+        lb = lf.local_basis(net.spec(), z, 10, method="randomized", generator=torch.Generator().manual_seed(0), **kwargs)
+        rel = (lb.singular_values.double() - S[:, :10]).abs() / S[:, :10]
+        assert float(rel.max()) < 0.01, kwargs
+    with pytest.raises(ValueError, match="tol"):
+        lf.local_basis(net.spec(), z, 10, method="randomized", tol=1e-3, power_iters=2)

@@ -34,7 +34,11 @@ def _chol_pass(Y: Tensor, shift: Tensor | None = None) -> Tuple[Tensor, Tensor, 
     eye = torch.eye(L.shape[-1], dtype=L.dtype, device=L.device).expand_as(L)
     L = torch.where(ok[:, None, None], L, eye)
     R = L.transpose(-1, -2)
-    Q = torch.linalg.solve_triangular(R, Y, upper=True, left=False)  # Y R^{-1}
+    # Y R^{-1} as a GEMM with the small inverse: a batched triangular solve against the tall panel runs
+    # matrix by matrix on CPU (measured ~10x slower here); inverting r x r and multiplying is one batched GEMM.
+    # The second CholeskyQR pass cleans up the extra rounding.
+    eye_r = torch.eye(R.shape[-1], dtype=R.dtype, device=R.device).expand_as(R)
+    Q = Y @ torch.linalg.solve_triangular(R, eye_r, upper=True)
     return Q, R, ok
 
 
