@@ -35,7 +35,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 
@@ -202,6 +202,26 @@ def _draw_permutation(n: int, generator: Optional[torch.Generator], device) -> T
     return torch.randperm(n, generator=generator, device=generator.device).to(device)
 
 
+def train_step(vertices: Tensor, optimizer: torch.optim.Optimizer, x: Tensor, lam: Tensor, *,
+               chunk_size: Optional[int] = None, backend: str = "auto") -> Tuple[Tensor, Tensor]:
+    """One SFVQ training step (the body of :func:`fit_sfvq`'s batch loop; also timed by benchmarks/).
+
+    vertices (M, D) leaf tensor optimised by ``optimizer``; x (B, D) batch; lam (M - 1,) dither in [0, 1).
+    Dithered points c_j + lam_j (c_{j+1} - c_j), nearest one per row of x (``nearest_point`` with ``backend``),
+    MSE to it, backward, optimizer step.  Returns (loss (detached scalar), idx (B,) int64 segment indices).
+    """
+    # decode(j + lambda_j): floor is j itself because 0 <= lambda < 1
+    a = vertices[:-1]
+    dithered = a + lam.unsqueeze(1) * (vertices[1:] - a)
+    with torch.no_grad():
+        idx = nearest_point(x, dithered.detach(), chunk_size=chunk_size, backend=backend).index
+    loss = torch.nn.functional.mse_loss(dithered[idx], x)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), idx
+
+
 def validate_latents(latents, dim: Optional[int] = None) -> Tensor:
     """(N, D) finite floating tensor with N >= 1 (and D == dim when given); float16/bfloat16 become float32."""
     latents = _checks.as_tensor("latents", latents)
@@ -277,15 +297,7 @@ def fit_sfvq(
                 rows = slice(b * bsz, (b + 1) * bsz)
                 x = latents[order[rows]] if order is not None else latents[rows]
                 lam = _draw_uniform(m - 1, generator, device, dtype)
-                # decode(j + lambda_j): floor is j itself because 0 <= lambda < 1
-                a = vertices[:-1]
-                dithered = a + lam.unsqueeze(1) * (vertices[1:] - a)
-                with torch.no_grad():
-                    idx = nearest_point(x, dithered.detach(), chunk_size=chunk_size).index
-                loss = torch.nn.functional.mse_loss(dithered[idx], x)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                loss, idx = train_step(vertices, optimizer, x, lam, chunk_size=chunk_size)
                 with torch.no_grad():
                     counts = torch.bincount(idx, minlength=m - 1)
                     seg_counts += counts
