@@ -130,10 +130,13 @@ void run(const at::Tensor& points, const at::Tensor& vertices_in, bool segments,
   at::Tensor G = at::empty({B, M}, copt);    // the block's GEMM output: the only (rows x M) buffer
   const at::Tensor cT = k.c.t();
   std::vector<double> xnorm(B), xx(B);
-  const int nthreads = std::max(1, at::get_num_threads());
+  const int max_threads = std::max(1, at::get_num_threads());
 
   for (int64_t r0 = 0; r0 < N; r0 += B) {
     const int64_t nb = std::min(B, N - r0);
+    // Small blocks (e.g. SFVQ training batches) run on one thread: an OpenMP region costs tens of microseconds,
+    // and milliseconds when a core is busy with another process and the region waits for its thread.
+    const int nthreads = (nb * M * D < (int64_t(1) << 22)) ? 1 : max_threads;
     cdt* X = xs.data_ptr<cdt>();
     // centre and round the block; |x~|^2 for the cheap formula, |x - mean| for the bound
 #pragma omp parallel for schedule(static) num_threads(nthreads)

@@ -103,7 +103,7 @@ def _topk_kernel(P, MEAN, C, CC, AD, LL, INVL, OUT_D, OUT_I, N, M, S, D,
     tl.store(OUT_I + o + 3, i4, mask=rmask)
 
 @triton.jit
-def _rescore_kernel(P, MEAN64, C64, L64, CAND_D, CAND_I, OUT_I, OUT_T, OUT_D, OUT_U, N, D,
+def _rescore_kernel(P, MEAN64, C64, CAND_D, CAND_I, OUT_I, OUT_T, OUT_D, OUT_U, N, D,
                     stride_pn, stride_pd, bound_f, cmax,
                     SEGMENTS: tl.constexpr, K: tl.constexpr, CERTIFY: tl.constexpr,
                     BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
@@ -134,6 +134,9 @@ def _rescore_kernel(P, MEAN64, C64, L64, CAND_D, CAND_I, OUT_I, OUT_T, OUT_D, OU
         if SEGMENTS:
             boff = aoff + D
             p = tl.zeros([BLOCK_R], dtype=tl.float64)
+            # |d|^2 in the same loop and order as <x - a, d>: for x on c_{j+1}, p == L exactly and t = 1 exactly,
+            # so exact ties (a point on a vertex) stay exact and resolve to the lowest index like the brute force
+            lj = tl.zeros([BLOCK_R], dtype=tl.float64)
             for k0 in range(0, D, BLOCK_K):
                 kk = k0 + ks
                 km = kk < D
@@ -144,8 +147,9 @@ def _rescore_kernel(P, MEAN64, C64, L64, CAND_D, CAND_I, OUT_I, OUT_T, OUT_D, OU
                 a = tl.load(C64 + aoff[:, None] + kk[None, :], mask=m2, other=0.0)
                 b = tl.load(C64 + boff[:, None] + kk[None, :], mask=m2, other=0.0)
                 diff = tl.where(m2, x - mu[None, :] - a, 0.0)
-                p += tl.sum(diff * (b - a), axis=1)
-            lj = tl.load(L64 + j, mask=rmask, other=0.0)
+                dv = tl.where(m2, b - a, 0.0)
+                p += tl.sum(diff * dv, axis=1)
+                lj += tl.sum(dv * dv, axis=1)
             t = tl.where(lj > 0, p / tl.where(lj > 0, lj, 1.0), 0.0)
             t = tl.minimum(tl.maximum(t, 0.0), 1.0)
             dist = tl.zeros([BLOCK_R], dtype=tl.float64)

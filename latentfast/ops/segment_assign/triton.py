@@ -11,9 +11,11 @@
    cheap distance minus the rounding bound must exceed the winner's exact distance.  Rows that fail are redone
    by :func:`reference.nearest` (the same fallback every backend uses).
 
-TF32.  On GPUs ``tl.dot`` may round its float32 inputs to TF32 (10 mantissa bits).  The certification bound
-then grows by the inputs' rounding (see :func:`bound_factor`); answers stay exact, only more rows may need the
-fallback.  The precision follows ``torch.backends.cuda.matmul.allow_tf32`` unless ``precision`` is given.
+TF32.  On GPUs ``tl.dot`` may round float32 inputs to TF32 (10 mantissa bits).  The certification bound always
+matches the precision used (:func:`bound_factor`), so answers stay exact; what the precision changes is how many
+rows fail certification and take the slow fallback.  Plain TF32's rigorous bound is ~60x wider than float32's:
+on the FFHQ curve at noise 1 per dimension almost every row would fail.  The default on Ampere+ is therefore
+"tf32x3" (three TF32 products per entry, near-float32 accuracy); see :func:`default_precision`.
 
 Inputs the kernels take: float32 points (float16/bfloat16 are promoted to float32 by the public function),
 float64 goes to the native/reference backends.  Under ``TRITON_INTERPRET=1`` (tests without a GPU) the
@@ -52,10 +54,35 @@ def why_not(points, vertices, segments, chunk_size) -> List[str]:
     return reasons
 
 
-def bound_factor(dim: int, tf32: bool) -> float:
-    """Certification factor for the kernel's float32 arithmetic (see :func:`reference.gemm_error_bound`),
-    widened by the inputs' rounding when ``tl.dot`` runs in TF32."""
-    return reference.gemm_error_bound(dim, torch.float32, reference.TF32_EPS if tf32 else 0.0)
+#: effective input rounding of "tf32x3" (x = hi + lo, both TF32; the dropped lo*lo and the rounding of lo are
+#: each <= 2^-20 |x||c| per product, about 3 * 2^-20 in all, below the 2 e + e^2 of e = 2^-19)
+TF32X3_EPS = 2.0 ** -19
+
+
+def bound_factor(dim: int, precision) -> float:
+    """Certification factor of the top-k kernel's cheap distances for ``tl.dot`` input precision ``precision``.
+
+    "ieee": :func:`reference.gemm_error_bound` for float32.  "tf32": inputs rounded to TF32 first
+    (``reference.TF32_EPS``): rigorous but about 60x wider, so on noisy points most rows fail certification
+    and go to the fallback.  "tf32x3": three TF32 products per entry (3 D terms accumulated in float32) with
+    near-float32 accuracy.  ``True``/``False`` stand for "tf32"/"ieee".
+    """
+    if precision is True or precision == "tf32":
+        return reference.gemm_error_bound(dim, torch.float32, reference.TF32_EPS)
+    if precision == "tf32x3":
+        return reference.gemm_error_bound(3 * dim, torch.float32, TF32X3_EPS)
+    if precision is False or precision == "ieee":
+        return reference.gemm_error_bound(dim, torch.float32)
+    raise ValueError(f"precision: expected 'ieee', 'tf32x3' or 'tf32', got {precision!r}")
+
+
+def default_precision(device: torch.device) -> str:
+    """"tf32x3" on tensor-core GPUs (Ampere and newer): near-float32 accuracy, so certification rarely fails,
+    at a fraction of the cost of "ieee"; plain "tf32" certifies too few noisy points to pay off (see
+    bound_factor).  "ieee" elsewhere (and in the interpreter, which computes float32 products anyway)."""
+    if device.type == "cuda" and not _interpreting() and torch.cuda.get_device_capability(device) >= (8, 0):
+        return "tf32x3"
+    return "ieee"
 
 
 @functools.lru_cache(maxsize=None)
@@ -100,7 +127,8 @@ def candidates_into(points: Tensor, vertices: Tensor, segments: bool, cand_d: Te
     m = vertices.shape[0]
     s = m - 1 if segments else m
     if precision is None:
-        precision = "tf32" if (points.is_cuda and torch.backends.cuda.matmul.allow_tf32) else "ieee"
+        precision = default_precision(points.device)
+    bound_factor(dim, precision)  # validates the name
     # the shift: the float32-rounded mean vertex, so that float64 values shifted by it are exact references
     mean32 = vertices.to(torch.float64).mean(0).to(torch.float32)
     c64 = (vertices.to(torch.float64) - mean32.to(torch.float64)).contiguous()
@@ -111,12 +139,10 @@ def candidates_into(points: Tensor, vertices: Tensor, segments: bool, cand_d: Te
         ll = (dv * dv).sum(1).contiguous()
         ad = (c[:-1] * dv).sum(1).contiguous()
         invl = torch.where(ll > 0, 1.0 / torch.where(ll > 0, ll, torch.ones_like(ll)), torch.zeros_like(ll))
-        l64 = ((c64[1:] - c64[:-1]) ** 2).sum(1).contiguous()
     else:
         ll = ad = invl = cc  # unused by the kernel
-        l64 = torch.zeros(1, dtype=torch.float64, device=points.device)
-    consts = dict(mean32=mean32, c64=c64, l64=l64, cmax=float(cc.max().sqrt()) if m else 0.0,
-                  tf32=precision == "tf32", s=s)
+    consts = dict(mean32=mean32, c64=c64, cmax=float(cc.max().sqrt()) if m else 0.0,
+                  precision=precision, s=s)
     if n == 0:
         return consts
     args = (points, mean32, c, cc, ad, ll, invl, cand_d, cand_i, n, m, s, dim,
@@ -140,8 +166,8 @@ def assign_into(points: Tensor, vertices: Tensor, segments: bool, index: Tensor,
     """Both kernels into preallocated (N,) outputs: index int64, t / distance_sq float32, unsure bool.
 
     ``cand`` optionally supplies the (N, 4) float32 / int32 candidate buffers (tests poison them).  Rows with
-    ``unsure`` set are not certified; :func:`run` redoes them.  ``precision``: "ieee" | "tf32" | None (follow
-    torch.backends.cuda.matmul.allow_tf32 on CUDA, "ieee" elsewhere).
+    ``unsure`` set are not certified; :func:`run` redoes them.  ``precision``: "ieee" | "tf32x3" | "tf32" | None
+    (:func:`default_precision`); the certification bound follows it (:func:`bound_factor`).
     """
     triton, _, _, rescore = _kernels()
     if segments and vertices.shape[0] == 1:  # a single point: one zero-length segment, as in the reference
@@ -162,9 +188,9 @@ def assign_into(points: Tensor, vertices: Tensor, segments: bool, index: Tensor,
     else:
         block_r, block_k, warps = 32, 64, 4
     rescore[(triton.cdiv(n, block_r),)](
-        points, consts["mean32"].to(torch.float64), consts["c64"], consts["l64"], cand_d, cand_i,
+        points, consts["mean32"].to(torch.float64), consts["c64"], cand_d, cand_i,
         index, t, distance_sq, unsure, n, dim, points.stride(0), points.stride(1),
-        bound_factor(dim, consts["tf32"]), consts["cmax"],
+        bound_factor(dim, consts["precision"]), consts["cmax"],
         SEGMENTS=bool(segments), K=k, CERTIFY=k < s, BLOCK_R=block_r, BLOCK_K=block_k, num_warps=warps)
 
 
