@@ -1,0 +1,122 @@
+"""The `latentfast` command: every subcommand end to end on tiny inputs, and its error handling."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from latentfast import cli
+from latentfast.cli import _common
+
+
+@pytest.fixture
+def tiny_generator(monkeypatch):
+    """A small random StyleGAN2 stands in for checkpoints (the shipped default is tested in tests/models)."""
+    from latentfast.models import StyleGAN2Generator
+
+    torch.manual_seed(0)
+    G = StyleGAN2Generator(16, 32, n_mlp=3, channels={4: 16, 8: 16, 16: 16}).eval()
+    monkeypatch.setattr(_common, "load_generator_arg", lambda checkpoint, device="cpu": G)
+    return G
+
+
+def test_demo_quick_writes_everything(tmp_path, tiny_generator, capsys):
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--out", str(out), "--quick", "--quiet"]) == 0
+    for name in ["report.json", "report.md", "traversal_linear.png", "traversal_iterative.png", "warpage.png",
+                 "sfvq_curve.png", "sfvq_edits.png", "sfvq_curve.pt", "directions/ganspace.npz"]:
+        assert (out / name).is_file(), name
+    report = json.loads((out / "report.json").read_text())
+    assert {"local_basis", "warpage", "sfvq", "timings_s"} <= set(report)
+    wp = report["warpage"]
+    assert wp["random_subspaces"]["1"]["mean"] > 0
+    # nothing left behind beside the output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
+
+
+def test_demo_refuses_to_clobber_and_failure_leaves_nothing(tmp_path, tiny_generator, monkeypatch, capsys):
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "precious.txt").write_text("user data")
+    assert cli.main(["demo", "--out", str(out), "--quick", "--quiet"]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert (out / "precious.txt").read_text() == "user data"
+
+    from latentfast.sfvq import SFVQ
+
+    def boom(*a, **k):
+        raise ValueError("latents: simulated failure half way")
+
+    monkeypatch.setattr(SFVQ, "fit", boom)
+    assert cli.main(["demo", "--out", str(out), "--quick", "--quiet", "--overwrite"]) == 2
+    assert (out / "precious.txt").read_text() == "user data"  # the old directory is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]  # no temporary directory left
+
+
+def test_basis_writes_unit_directions_and_ganspace_npz(tmp_path, tiny_generator):
+    out = tmp_path / "basis"
+    assert cli.main(["basis", "--num", "2", "-k", "3", "--out", str(out), "--quiet"]) == 0
+    v = np.load(out / "latent001_002.npy")
+    assert v.shape == (32,) and abs(np.linalg.norm(v) - 1) < 1e-5
+    npz = np.load(out / "latent000.npz")
+    assert npz["lat_comp"].shape == (3, 1, 32) and npz["lat_mean"].shape == (1, 32) and npz["lat_stdev"].shape == (3,)
+    meta = json.loads((out / "basis.json").read_text())
+    assert len(meta["singular_values"]) == 2
+
+
+def test_sfvq_fit_assign_render(tmp_path, tiny_generator):
+    lat = tmp_path / "w.npy"
+    np.save(lat, np.random.default_rng(0).normal(size=(300, 32)).astype(np.float32))
+    curve = tmp_path / "curve.pt"
+    assert cli.main(["sfvq", "fit", "--latents", str(lat), "--num-vertices", "8", "--epochs", "1",
+                     "--out", str(curve), "--quiet"]) == 0
+    assign = tmp_path / "assign.npz"
+    assert cli.main(["sfvq", "assign", "--curve", str(curve), "--latents", str(lat), "--out", str(assign)]) == 0
+    a = np.load(assign)
+    assert a["index"].shape == (300,) and a["index"].max() <= 6 and (a["t"] >= 0).all() and (a["t"] <= 1).all()
+    png = tmp_path / "curve.png"
+    assert cli.main(["sfvq", "render", "--curve", str(curve), "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_traverse_and_warpage(tmp_path, tiny_generator):
+    png = tmp_path / "t.png"
+    assert cli.main(["traverse", "-k", "2", "--frames", "3", "--iterative", "--steps", "2", "--out", str(png)]) == 0
+    assert png.is_file()
+    assert cli.main(["warpage", "--num", "4", "-k", "1", "2", "--eps", "0.1", "--out", str(tmp_path / "wp")]) == 0
+    assert json.loads((tmp_path / "wp" / "warpage.json").read_text())["k"] == [1, 2]
+
+
+@pytest.mark.parametrize("case", ["not-npy", "wrong-shape", "wrong-width-direction", "parent-missing"])
+def test_bad_input_is_one_clear_line(tmp_path, tiny_generator, capsys, case):
+    if case == "not-npy":
+        bad = tmp_path / "x.npy"
+        bad.write_text("this is not an array")
+        argv = ["sfvq", "fit", "--latents", str(bad), "--out", str(tmp_path / "c.pt")]
+        words = ["--latents", "x.npy"]
+    elif case == "wrong-shape":
+        bad = tmp_path / "x.npy"
+        np.save(bad, np.zeros(5, dtype=np.float32))
+        argv = ["sfvq", "fit", "--latents", str(bad), "--out", str(tmp_path / "c.pt")]
+        words = ["--latents", "(N, D)", "(5,)"]
+    elif case == "wrong-width-direction":
+        d = tmp_path / "d.npy"
+        np.save(d, np.ones(7, dtype=np.float32))
+        argv = ["traverse", "--direction", str(d), "--out", str(tmp_path / "t.png")]
+        words = ["--direction", "32"]
+    else:
+        blocker = tmp_path / "a-file"
+        blocker.write_text("")
+        argv = ["basis", "--num", "1", "-k", "2", "--out", str(blocker / "b")]
+        words = ["--out", "is not a directory"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    for w in words:
+        assert w in err, err
+
+
+def test_info_lists_backends(capsys):
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "segment_assign" in out and "mlp_jvp" in out and "reference" in out
