@@ -26,7 +26,14 @@ def _segment_probe(dev):
     return (x, c, True, None), {}
 
 
-PROBES = {"segment_assign": _segment_probe}
+def _mlp_probe(dev):
+    from .ops.mlp_jvp.reference import MLPSpec
+
+    spec = MLPSpec([torch.zeros(4, 4, device=dev)], [torch.zeros(4, device=dev)])
+    return (spec, torch.zeros(2, 4, device=dev)), {}
+
+
+PROBES = {"segment_assign": _segment_probe, "mlp_jvp": _mlp_probe}
 
 
 def report() -> str:
@@ -58,7 +65,7 @@ def report() -> str:
                 lines.append(f"    {bname:<10} (no probe inputs)")
                 continue
             for dev, (args, kwargs) in probes:
-                reasons = backend.why_not(*args, **kwargs)
+                reasons = backend.auto_reasons(*args, **kwargs)
                 auto = backend.auto_reasons(*args, **kwargs)
                 if reasons:
                     state = "unavailable: " + "; ".join(reasons)
