@@ -66,6 +66,16 @@ def generator_kwargs(cfg: dict) -> dict:
                 lr_mlp=cfg["lr_mlp"], channels={int(k): int(v) for k, v in cfg["g_channels"].items()})
 
 
+def write_docs(out: Path) -> None:
+    from latentfast.models.default import load_default_generator
+    G = load_default_generator()
+    with torch.no_grad():
+        img = G.synthesize(G.f(G.sample_z(64, torch.Generator().manual_seed(0))))
+    save_grid(img, out / "default_samples.png", scale=3)
+    save_grid(render_scenes(64, seed=0)[0], out / "real_scenes.png", scale=3)
+    print(f"wrote {out / 'default_samples.png'} and {out / 'real_scenes.png'}")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     ap.add_argument("--config", type=Path, default=ROOT / "scripts" / "train_default_generator.json")
@@ -73,7 +83,13 @@ def main(argv=None) -> None:
     ap.add_argument("--workdir", type=Path, default=ROOT / "runs" / "default_generator")
     ap.add_argument("--steps", type=int, default=None, help="override the config's number of steps")
     ap.add_argument("--resume", action="store_true", help="continue from --workdir/checkpoint.pt")
+    ap.add_argument("--docs", type=Path, default=None, metavar="DIR",
+                    help="instead of training: write DIR/default_samples.png (8x8 samples of the shipped model, "
+                         "truncation 1) and DIR/real_scenes.png (8x8 rendered scenes)")
     args = ap.parse_args(argv)
+    if args.docs is not None:
+        write_docs(args.docs)
+        return
     if not args.config.is_file():
         raise SystemExit(f"--config: expected a JSON file, got {args.config} (not found)")
     cfg = json.loads(args.config.read_text())
