@@ -21,37 +21,46 @@ def tiny_generator(monkeypatch):
     return G
 
 
-def test_demo_quick_writes_everything(tmp_path, tiny_generator, capsys):
+def test_demo_quick_on_the_shipped_generator(tmp_path, capsys):
+    """The README's main job, reduced: the real embedded generator, factor benchmark included."""
     out = tmp_path / "demo"
     assert cli.main(["demo", "--out", str(out), "--quick", "--quiet"]) == 0
     for name in ["report.json", "report.md", "traversal_linear.png", "traversal_iterative.png", "warpage.png",
                  "sfvq_curve.png", "sfvq_edits.png", "sfvq_curve.pt", "directions/ganspace.npz"]:
         assert (out / name).is_file(), name
     report = json.loads((out / "report.json").read_text())
-    assert {"local_basis", "warpage", "sfvq", "timings_s"} <= set(report)
-    wp = report["warpage"]
-    assert wp["random_subspaces"]["1"]["mean"] > 0
-    # nothing left behind beside the output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
+    assert {"local_basis", "warpage", "sfvq", "factor_benchmark", "timings_s"} <= set(report)
+    assert report["warpage"]["random_subspaces"]["1"]["mean"] > 0
+    fb = report["factor_benchmark"]["methods"]
+    assert set(fb) == {"Local Basis", "GANSpace", "SeFa", "SFVQ segments"}
+    for res in fb.values():
+        assert all(0 < p <= 1 for p in res["purity"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]  # nothing left beside the output
 
 
-def test_demo_refuses_to_clobber_and_failure_leaves_nothing(tmp_path, tiny_generator, monkeypatch, capsys):
+def test_demo_refuses_to_clobber_and_failure_leaves_nothing(tmp_path, tiny_generator, monkeypatch):
+    from latentfast.cli.demo import run_demo
+    from latentfast.sfvq import SFVQ
+
     out = tmp_path / "demo"
     out.mkdir()
     (out / "precious.txt").write_text("user data")
-    assert cli.main(["demo", "--out", str(out), "--quick", "--quiet"]) == 2
-    assert "not empty" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="not empty"):
+        run_demo(out, quick=True, progress=False, generator=tiny_generator)
     assert (out / "precious.txt").read_text() == "user data"
-
-    from latentfast.sfvq import SFVQ
 
     def boom(*a, **k):
         raise ValueError("latents: simulated failure half way")
 
     monkeypatch.setattr(SFVQ, "fit", boom)
-    assert cli.main(["demo", "--out", str(out), "--quick", "--quiet", "--overwrite"]) == 2
+    with pytest.raises(ValueError, match="simulated"):
+        run_demo(out, quick=True, overwrite=True, progress=False, generator=tiny_generator)
     assert (out / "precious.txt").read_text() == "user data"  # the old directory is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]  # no temporary directory left
+    monkeypatch.undo()
+    report = run_demo(out, quick=True, overwrite=True, progress=False, generator=tiny_generator)
+    assert not (out / "precious.txt").exists() and (out / "report.json").is_file()
+    assert "factor_benchmark" not in report  # ground truth exists only for the shipped generator
 
 
 def test_basis_writes_unit_directions_and_ganspace_npz(tmp_path, tiny_generator):
