@@ -207,7 +207,13 @@ void run(const at::Tensor& points, const at::Tensor& vertices_in, bool segments,
         for (int64_t q = 0; q < D; ++q) x64[q] = static_cast<double>(prow[q * ps1]) - k.mean[q];
         double best_d = std::numeric_limits<double>::infinity(), best_t = 0.0;
         int64_t best_j = std::numeric_limits<int64_t>::max();
+        const double e = xnorm[r] + k.cmax;
+        const double bound = bound_factor * e * e;  // |cheap - exact| <= bound for every segment of this row
         for (int64_t s = 0; s < K; ++s) {
+          // Candidates come sorted by cheap distance: once one's cheap distance minus the bound exceeds the best
+          // exact distance so far, its exact distance (and every later candidate's) is larger still.  Usually
+          // only the first candidate is re-scored.
+          if (top.v[s] - bound > best_d) break;
           const int64_t j = top.i[s];
           const double* a = k.c64.data() + j * D;
           double dj, tj = 0.0;
@@ -218,9 +224,18 @@ void run(const at::Tensor& points, const at::Tensor& vertices_in, bool segments,
             const double Lj = k.L64[j];
             tj = Lj > 0.0 ? std::min(1.0, std::max(0.0, p / Lj)) : 0.0;
             dj = 0.0;
-            for (int64_t q = 0; q < D; ++q) {
-              const double res = (x64[q] - a[q]) - tj * (b[q] - a[q]);
-              dj += res * res;
+            if (tj == 1.0) {
+              // nearest point is b: the same residual segment j+1 computes at t = 0, so the exact tie at a
+              // shared vertex stays exact and goes to the lower index (as in reference.exact_scores)
+              for (int64_t q = 0; q < D; ++q) {
+                const double res = x64[q] - b[q];
+                dj += res * res;
+              }
+            } else {
+              for (int64_t q = 0; q < D; ++q) {
+                const double res = (x64[q] - a[q]) - tj * (b[q] - a[q]);
+                dj += res * res;
+              }
             }
           } else {
             dj = 0.0;
@@ -237,8 +252,6 @@ void run(const at::Tensor& points, const at::Tensor& vertices_in, bool segments,
         }
         bool unsure = bad || !std::isfinite(best_d);
         if (certify && !unsure) {
-          const double e = xnorm[r] + k.cmax;
-          const double bound = bound_factor * e * e;
           // written as "not certified" so that a NaN/Inf anywhere leaves the row to the caller
           // (an overflowed cheap distance leaves the K-th value infinite: not certified either)
           unsure = !(std::isfinite(top.v[K - 1]) && top.v[K - 1] - bound > best_d);

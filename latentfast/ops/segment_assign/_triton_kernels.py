@@ -162,7 +162,9 @@ def _rescore_kernel(P, MEAN64, C64, CAND_D, CAND_I, OUT_I, OUT_T, OUT_D, OUT_U, 
                 mu = tl.load(MEAN64 + kk, mask=km, other=0.0)
                 a = tl.load(C64 + aoff[:, None] + kk[None, :], mask=m2, other=0.0)
                 b = tl.load(C64 + boff[:, None] + kk[None, :], mask=m2, other=0.0)
-                r = tl.where(m2, (x - mu[None, :] - a) - t[:, None] * (b - a), 0.0)
+                # at t = 1 use x - b: segment j+1's residual at t = 0, so shared-vertex ties stay exact
+                r = tl.where(t[:, None] == 1.0, x - mu[None, :] - b, (x - mu[None, :] - a) - t[:, None] * (b - a))
+                r = tl.where(m2, r, 0.0)
                 dist += tl.sum(r * r, axis=1)
         else:
             t = tl.zeros([BLOCK_R], dtype=tl.float64)

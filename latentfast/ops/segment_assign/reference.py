@@ -104,11 +104,15 @@ def exact_scores(x64: Tensor, c64: Tensor, idx: Tensor, segments: bool) -> Tuple
     diff = x64.unsqueeze(1) - a
     if not segments:
         return (diff * diff).sum(-1), torch.zeros(idx.shape, dtype=torch.float64, device=x64.device)
-    d = c64[idx + 1] - a
+    b = c64[idx + 1]
+    d = b - a
     L = (d * d).sum(-1)
     p = (diff * d).sum(-1)
     t = torch.where(L > 0, p / torch.where(L > 0, L, torch.ones_like(L)), torch.zeros_like(p)).clamp_(0.0, 1.0)
-    r = diff - t.unsqueeze(-1) * d
+    # At t = 1 the nearest point is b itself: use x - b, the very residual segment j+1 computes at t = 0, so the
+    # common exact tie of two segments meeting at their nearest vertex is an exact float64 tie (lowest index wins)
+    # instead of a coin flip between two roundings.
+    r = torch.where((t == 1.0).unsqueeze(-1), x64.unsqueeze(1) - b, diff - t.unsqueeze(-1) * d)
     return (r * r).sum(-1), t
 
 
