@@ -14,6 +14,8 @@ from typing import Tuple
 
 import torch
 
+from .jacobi import jacobi_svd
+
 Tensor = torch.Tensor
 
 # CholeskyQR in float64 is safe while cond(Y)^2 * 2^-53 << 1; beyond 1e7 take the shifted path.
@@ -79,12 +81,23 @@ def orthonormalize(Y: Tensor) -> Tensor:
     return cholesky_qr(Y)[0]
 
 
-def thin_svd(W: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+def small_svd(R: Tensor, method: str = "auto") -> Tuple[Tensor, Tensor, Tensor]:
+    """SVD of a batch of small matrices (B, m, m).  "auto": torch.linalg.svd, except on CUDA for m > 32, where
+    torch loops matrix by matrix and the batched one-sided Jacobi of :mod:`.jacobi` is used instead."""
+    if method == "auto":
+        method = "jacobi" if (R.is_cuda and R.shape[-1] > 32) else "torch"
+    if method == "jacobi":
+        return jacobi_svd(R)
+    if method == "torch":
+        return torch.linalg.svd(R)
+    raise ValueError(f"method: expected 'auto', 'torch' or 'jacobi', got {method!r}")
+
+
+def thin_svd(W: Tensor, method: str = "auto") -> Tuple[Tensor, Tensor, Tensor]:
     """SVD of tall panels W (B, n, r) = P diag(S) Rh, via W = Q R and the small (B, r, r) SVD of R.
 
-    Returns P (B, n, r), S (B, r) descending, Rh (B, r, r).  The r x r SVD is torch.linalg.svd on the batch
-    (fast for r <= 32 on CUDA; see the ops/small_linalg README for larger r).
+    Returns P (B, n, r), S (B, r) descending, Rh (B, r, r).  ``method`` picks the small SVD (:func:`small_svd`).
     """
     Q, R = cholesky_qr(W)
-    A, S, Rh = torch.linalg.svd(R.to(torch.float64))
+    A, S, Rh = small_svd(R.to(torch.float64), method)
     return (Q.to(torch.float64) @ A).to(W.dtype), S.to(W.dtype), Rh.to(W.dtype)
