@@ -8,7 +8,9 @@ Every hyper-parameter and the seed are in the config JSON.  Data are fresh scene
 (:mod:`latentfast.models.default.scenes`, an infinite data set); losses: non-saturating logistic for G, logistic
 for D plus lazy R1 (every ``r1_interval`` steps, weight ``r1_gamma``); style mixing; Adam; an EMA copy of G
 (``g_ema``, half-life ``ema_kimg`` thousand images with StyleGAN2-ADA's ramp-up) is what ships.  No path-length
-regularisation (too costly on a CPU for a 32x32 model).
+regularisation (too costly on a CPU for a 32x32 model).  ``train_noise`` "none" trains without StyleGAN's per-pixel
+noise inputs (the scenes are flat colour; with "random" noise a first run grew speckle textures while D took over),
+so the shipped model's noise strengths stay 0 and its output is a deterministic function of the latent.
 
 Writes to ``--out-dir`` (periodically, atomically): default_generator.pt (g_ema state dict, float32, with w_avg),
 default_config.json (constructor arguments + training summary) and training_log.json; sample grids and a resumable
@@ -153,7 +155,8 @@ def main(argv=None) -> None:
         # ---- D step (+ lazy R1)
         G.requires_grad_(False), D.requires_grad_(True)
         with torch.no_grad():
-            fake = synthesis_fast(G, mapping_ws(G, torch.randn(B, cfg["z_dim"]), cfg["mixing_prob"]))
+            fake = synthesis_fast(G, mapping_ws(G, torch.randn(B, cfg["z_dim"]), cfg["mixing_prob"]),
+                                  cfg.get("train_noise", "random"))
         do_r1 = cfg["r1_gamma"] > 0 and step % cfg["r1_interval"] == 0
         real_in = real.detach().requires_grad_(do_r1)
         d_real, d_fake = D(real_in), D(fake)
@@ -170,7 +173,8 @@ def main(argv=None) -> None:
         opt_d.step()
         # ---- G step
         G.requires_grad_(True), D.requires_grad_(False)
-        fake = synthesis_fast(G, mapping_ws(G, torch.randn(B, cfg["z_dim"]), cfg["mixing_prob"]))
+        fake = synthesis_fast(G, mapping_ws(G, torch.randn(B, cfg["z_dim"]), cfg["mixing_prob"]),
+                                  cfg.get("train_noise", "random"))
         loss_g = F.softplus(-D(fake)).mean()
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()

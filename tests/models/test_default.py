@@ -171,5 +171,8 @@ def test_factor_predictor_bad_input(predictor, tmp_path):
         load_factor_predictor(tmp_path / "nope.pt")
 
 
-R2_MIN = {"x": 0.9, "y": 0.9, "size": 0.8, "rotation": 0.3, "hue": 0.9, "bg_hue": 0.9}
-SHAPE_ACC_MIN = 0.8
+# Measured on 4000 held-out scenes (factor_predictor_log.json): R^2 x 0.993, y 0.993, size 0.983, rotation 0.947
+# (non-circles), hue 0.985, bg_hue 0.987, shape accuracy 1.000 (majority baseline 0.26).  Thresholds leave room for
+# the 600-scene sample.
+R2_MIN = {"x": 0.95, "y": 0.95, "size": 0.93, "rotation": 0.85, "hue": 0.95, "bg_hue": 0.95}
+SHAPE_ACC_MIN = 0.97
