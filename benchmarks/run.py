@@ -32,7 +32,7 @@ DEFAULT_OUT = REPO / "benchmarks" / "results"
 
 def _git(*args: str) -> str:
     try:
-        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=20).stdout.strip()
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=20).stdout.rstrip()
     except Exception:  # not a checkout, or git missing
         return ""
 
@@ -60,7 +60,7 @@ def provenance(device: str, mode: str) -> dict:
     dirty = _git("status", "--porcelain", "--", "latentfast", "benchmarks", "csrc")
     prov = dict(
         date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        git_commit=_git("rev-parse", "HEAD"), git_dirty_paths=[l[3:] for l in dirty.splitlines()],
+        git_commit=_git("rev-parse", "HEAD").strip(), git_dirty_paths=[l[3:] for l in dirty.splitlines()],
         latentfast=latentfast.__version__, python=platform.python_version(), torch=torch.__version__,
         torch_cuda=torch.version.cuda, triton=triton_version, numpy=np.__version__,
         native_extension_built=_dispatch.native_module() is not None,
