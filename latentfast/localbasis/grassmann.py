@@ -20,8 +20,8 @@ from .. import _checks
 Tensor = torch.Tensor
 METRICS = ("geodesic", "projection", "chordal")
 
-# pairwise_grassmann gets the angles of most pairs from the cosines alone (one GEMM + tiny SVDs); pairs whose
-# smallest angle is below this are recomputed with the orthogonal component (arccos is inaccurate there).
+# pairwise_grassmann gets the angles of most pairs from the cosines alone (one GEMM + tiny eigenproblems); pairs
+# whose largest angle is below this are recomputed with the orthogonal component (arccos is inaccurate there).
 _SMALL_ANGLE = 0.05
 
 
@@ -71,8 +71,8 @@ def grassmann_distance(A, B, metric: str = "geodesic") -> Tensor:
 def pairwise_grassmann(bases, metric: str = "geodesic", *, chunk_size: Optional[int] = None) -> Tensor:
     """All-pairs distances (P, P) of a stack of orthonormal bases (P, n, k).
 
-    One GEMM per block of rows gives every A_i^T A_j; the k x k singular values give the cosines.  Pairs whose
-    smallest angle is below 0.05 rad are recomputed with :func:`principal_angles` (accurate small angles).
+    One GEMM per block of rows gives every A_i^T A_j; the k x k eigenvalues of M^T M give the cosines.  Pairs whose
+    largest angle is below 0.05 rad are recomputed with :func:`principal_angles` (accurate small distances).
     Memory: chunk_size x P x k x k per block (default keeps it near 16M elements).  Symmetric, zero diagonal.
     """
     _checks.check_choice("metric", metric, METRICS)
@@ -88,10 +88,16 @@ def pairwise_grassmann(bases, metric: str = "geodesic", *, chunk_size: Optional[
         e = min(P, s + chunk_size)
         # only pairs (i, j) with j > i: compute columns from s on, then mirror
         G = flat[s * k:e * k] @ flat[s * k:].T  # ((e-s) k, (P-s) k)
-        M = G.view(e - s, k, P - s, k).permute(0, 2, 1, 3)  # (e-s, P-s, k, k)
-        cos = torch.linalg.svdvals(M).clamp(0.0, 1.0)
-        theta = torch.arccos(cos).flip(-1)  # ascending
-        small = theta[..., 0] < _SMALL_ANGLE
+        M = G.view(e - s, k, P - s, k).permute(0, 2, 1, 3).to(torch.float64)  # (e-s, P-s, k, k)
+        # cos^2 = eigenvalues of M^T M: a symmetric eigenproblem runs ~1.7x faster than svdvals on the many
+        # tiny matrices (the per-matrix LAPACK loop is the whole cost here); float64 keeps cos accurate to
+        # ~1e-8 near pi/2, and small angles, where squaring loses them, are refined below.
+        cos = torch.linalg.eigvalsh(M.transpose(-1, -2) @ M).clamp(0.0, 1.0).sqrt()  # ascending
+        theta = torch.arccos(cos).flip(-1).to(X.dtype)  # ascending angles
+        # When every angle is small the distance itself is small and arccos's absolute error (~sqrt(eps of the
+        # inputs)) would be a large relative error: recompute those pairs.  A tiny angle beside a large one
+        # barely moves any of the metrics, so it is left as is.
+        small = theta[..., -1] < _SMALL_ANGLE
         if bool(small.any()):
             ii, jj = small.nonzero(as_tuple=True)
             theta[ii, jj] = principal_angles(X[s + ii], X[s + jj])

@@ -70,6 +70,8 @@ def test_pairwise_matches_loop(metric):
     P, n, k = 9, 30, 4
     X = torch.linalg.qr(torch.randn(P, n, k, generator=g, dtype=torch.float64)).Q
     X[3] = torch.linalg.qr(X[2] + 1e-6 * torch.randn(n, k, generator=g, dtype=torch.float64)).Q  # a near pair
+    X[5, :, 0] = X[4, :, 0]  # one shared direction beside large angles
+    X[5] = torch.linalg.qr(X[5]).Q
     D = lf.pairwise_grassmann(X, metric, chunk_size=4)
     loop = torch.zeros(P, P, dtype=torch.float64)
     for i in range(P):
