@@ -19,7 +19,6 @@ struct VertexConstants {
   at::Tensor c;                 // (M, D) cdt, centred, contiguous
   std::vector<double> mean;     // (D)
   std::vector<double> c64;      // (M * D) centred, float64
-  std::vector<double> L64;      // (S) |c_{j+1} - c_j|^2 in float64 (segments only)
   std::vector<cdt> cc;          // (M) |c~_j|^2
   std::vector<cdt> ad;          // (S) <a, d> in the compute type
   std::vector<cdt> L;           // (S) |d|^2 in the compute type
@@ -54,21 +53,17 @@ VertexConstants<cdt> prepare(const at::Tensor& vertices, bool segments) {
   }
   if (segments) {
     const int64_t S = M - 1;
-    k.L64.assign(S, 0.0);
     k.ad.assign(S, cdt(0));
     k.L.assign(S, cdt(0));
     k.invL.assign(S, cdt(0));
     for (int64_t j = 0; j < S; ++j) {
-      double l64 = 0.0, l = 0.0, ad = 0.0;
+      double l = 0.0, ad = 0.0;
       for (int64_t q = 0; q < D; ++q) {
-        const double d64 = k.c64[(j + 1) * D + q] - k.c64[j * D + q];
-        l64 += d64 * d64;
         // cheap-side constants from the rounded vertices, like the reference (c[1:] - c[:-1] in cdt)
         const double d = static_cast<double>(static_cast<cdt>(c[(j + 1) * D + q] - c[j * D + q]));
         l += d * d;
         ad += static_cast<double>(c[j * D + q]) * d;
       }
-      k.L64[j] = l64;
       k.L[j] = static_cast<cdt>(l);
       k.ad[j] = static_cast<cdt>(ad);
       // t = p * (1/L) instead of p / L: one more rounding in t only, which changes the cheap distance to
@@ -144,6 +139,7 @@ void run(const at::Tensor& points, const at::Tensor& vertices_in, bool segments,
       const scalar_t* p = P + (r0 + r) * ps0;
       cdt* x = X + r * D;
       double s64 = 0.0, sc = 0.0;
+#pragma omp simd reduction(+ : s64, sc)
       for (int64_t q = 0; q < D; ++q) {
         const double v = static_cast<double>(p[q * ps1]) - k.mean[q];
         s64 += v * v;
@@ -177,8 +173,10 @@ void run(const at::Tensor& points, const at::Tensor& vertices_in, bool segments,
 #pragma omp simd
           for (int64_t j = 0; j < S; ++j) {
             const cdt p = g[j + 1] - g[j] - ad[j];  // <x - a, d> from the same GEMM row
+            // one select per statement: GCC if-converts these (and vectorises the loop), not a nested min(max())
             cdt t = p * invL[j];
-            t = t < cdt(0) ? cdt(0) : (t > cdt(1) ? cdt(1) : t);
+            t = t > cdt(0) ? t : cdt(0);
+            t = t < cdt(1) ? t : cdt(1);
             const cdt v = xxr - cdt(2) * g[j] + cc[j] - cdt(2) * t * p + t * t * L[j];
             dd[j] = v > cdt(0) ? v : cdt(0);
           }
@@ -187,7 +185,7 @@ void run(const at::Tensor& points, const at::Tensor& vertices_in, bool segments,
 #pragma omp simd
           for (int64_t j = 0; j < S; ++j) {
             const cdt v = xxr - cdt(2) * g[j] + cc[j];
-            dd[j] = v > cdt(0) ? v : cdt(0);
+            dd[j] = std::max(v, cdt(0));
           }
         }
         // top-K scan: one well-predicted compare per segment; a NaN (overflow) flags the row
@@ -219,26 +217,29 @@ void run(const at::Tensor& points, const at::Tensor& vertices_in, bool segments,
           double dj, tj = 0.0;
           if (segments) {
             const double* b = a + D;
-            double p = 0.0;
-            for (int64_t q = 0; q < D; ++q) p += (x64[q] - a[q]) * (b[q] - a[q]);
-            const double Lj = k.L64[j];
+            // p and |d|^2 in one loop with the same operation order: for x on b, p == L exactly and t = 1
+            double p = 0.0, Lj = 0.0;
+#pragma omp simd reduction(+ : p, Lj)
+            for (int64_t q = 0; q < D; ++q) {
+              const double dq = b[q] - a[q];
+              p += (x64[q] - a[q]) * dq;
+              Lj += dq * dq;
+            }
             tj = Lj > 0.0 ? std::min(1.0, std::max(0.0, p / Lj)) : 0.0;
+            // At t = 1 the nearest point is b: measure from b with t = 0, i.e. the very operations segment j+1
+            // performs at t = 0, so the exact tie at a shared vertex stays exact and goes to the lower index
+            // (as in reference.exact_scores).
+            const double* base = tj == 1.0 ? b : a;
+            const double tt = tj == 1.0 ? 0.0 : tj;
             dj = 0.0;
-            if (tj == 1.0) {
-              // nearest point is b: the same residual segment j+1 computes at t = 0, so the exact tie at a
-              // shared vertex stays exact and goes to the lower index (as in reference.exact_scores)
-              for (int64_t q = 0; q < D; ++q) {
-                const double res = x64[q] - b[q];
-                dj += res * res;
-              }
-            } else {
-              for (int64_t q = 0; q < D; ++q) {
-                const double res = (x64[q] - a[q]) - tj * (b[q] - a[q]);
-                dj += res * res;
-              }
+#pragma omp simd reduction(+ : dj)
+            for (int64_t q = 0; q < D; ++q) {
+              const double res = (x64[q] - base[q]) - tt * (b[q] - a[q]);
+              dj += res * res;
             }
           } else {
             dj = 0.0;
+#pragma omp simd reduction(+ : dj)
             for (int64_t q = 0; q < D; ++q) {
               const double res = x64[q] - a[q];
               dj += res * res;
