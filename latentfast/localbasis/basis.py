@@ -29,6 +29,7 @@ import torch
 
 from .. import _checks
 from ..ops.small_linalg import orthonormalize, thin_svd
+from ..ops.small_linalg._threads import single_threaded
 from .jacobian import JacobianOperator, linearize, mlp_spec_of
 
 Tensor = torch.Tensor
@@ -129,7 +130,8 @@ def _randomized(op: JacobianOperator, k: int, oversample: int, power_iters: Opti
             break
         if adaptive:
             W = torch.cat(Ws, dim=2).to(torch.float64)
-            s_now = torch.linalg.eigvalsh(W.transpose(1, 2) @ W).flip(-1)[:, :top].clamp_min(0).sqrt()
+            with single_threaded(W):
+                s_now = torch.linalg.eigvalsh(W.transpose(1, 2) @ W).flip(-1)[:, :top].clamp_min(0).sqrt()
             if previous is not None and bool(((s_now - previous).abs() <= tol * s_now[:, :1]).all()):
                 break
             previous = s_now

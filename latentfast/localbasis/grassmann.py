@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 
 from .. import _checks
+from ..ops.small_linalg._threads import single_threaded
 
 Tensor = torch.Tensor
 METRICS = ("geodesic", "projection", "chordal")
@@ -40,8 +41,9 @@ def _validate_basis(name: str, A) -> Tensor:
 def principal_angles(A: Tensor, B: Tensor) -> Tensor:
     """Principal angles (..., k), ascending, between orthonormal bases A, B (..., n, k) (not validated)."""
     M = A.transpose(-1, -2) @ B
-    cos = torch.linalg.svdvals(M).clamp(0.0, 1.0)  # descending  -> angles ascending
-    sin = torch.linalg.svdvals(B - A @ M).clamp(0.0, 1.0).flip(-1)  # ascending after the flip
+    with single_threaded(M):
+        cos = torch.linalg.svdvals(M).clamp(0.0, 1.0)  # descending  -> angles ascending
+        sin = torch.linalg.svdvals(B - A @ M).clamp(0.0, 1.0).flip(-1)  # ascending after the flip
     return torch.atan2(sin, cos)
 
 
@@ -92,7 +94,8 @@ def pairwise_grassmann(bases, metric: str = "geodesic", *, chunk_size: Optional[
         # cos^2 = eigenvalues of M^T M: a symmetric eigenproblem runs ~1.7x faster than svdvals on the many
         # tiny matrices (the per-matrix LAPACK loop is the whole cost here); float64 keeps cos accurate to
         # ~1e-8 near pi/2, and small angles, where squaring loses them, are refined below.
-        cos = torch.linalg.eigvalsh(M.transpose(-1, -2) @ M).clamp(0.0, 1.0).sqrt()  # ascending
+        with single_threaded(M):
+            cos = torch.linalg.eigvalsh(M.transpose(-1, -2) @ M).clamp(0.0, 1.0).sqrt()  # ascending
         theta = torch.arccos(cos).flip(-1).to(X.dtype)  # ascending angles
         # When every angle is small the distance itself is small and arccos's absolute error (~sqrt(eps of the
         # inputs)) would be a large relative error: recompute those pairs.  A tiny angle beside a large one

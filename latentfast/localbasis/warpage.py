@@ -16,6 +16,7 @@ from typing import Dict, Optional, Sequence
 import torch
 
 from .. import _checks
+from ..ops.small_linalg._threads import single_threaded
 from .basis import local_basis
 from .grassmann import METRICS, grassmann_distance
 
@@ -60,7 +61,8 @@ class Warpage:
 
 def _random_subspaces(n: int, k: int, count: int, dtype, generator) -> Tensor:
     g = torch.randn(count, n, k, generator=generator, dtype=torch.float64)
-    return torch.linalg.qr(g).Q.to(dtype)  # QR of a Gaussian matrix: Haar-distributed subspace
+    with single_threaded(g):
+        return torch.linalg.qr(g).Q.to(dtype)  # QR of a Gaussian matrix: Haar-distributed subspace
 
 
 def warpage(f, z, k, *, eps: Sequence[float] = (1e-3, 1e-2, 1e-1, 1.0), global_basis=None,

@@ -14,6 +14,7 @@ from typing import Tuple
 
 import torch
 
+from ._threads import single_threaded
 from .jacobi import jacobi_svd
 
 Tensor = torch.Tensor
@@ -27,7 +28,8 @@ def _chol_pass(Y: Tensor, shift: Tensor | None = None) -> Tuple[Tensor, Tensor, 
     G = Y.transpose(-1, -2) @ Y
     if shift is not None:
         G = G + shift[:, None, None] * torch.eye(G.shape[-1], dtype=G.dtype, device=G.device)
-    L, info = torch.linalg.cholesky_ex(G)
+    with single_threaded(G):
+        L, info = torch.linalg.cholesky_ex(G)
     diag = L.diagonal(dim1=-2, dim2=-1)
     dmax = diag.abs().amax(-1)
     dmin = diag.abs().amin(-1)
@@ -40,7 +42,9 @@ def _chol_pass(Y: Tensor, shift: Tensor | None = None) -> Tuple[Tensor, Tensor, 
     # matrix by matrix on CPU (measured ~10x slower here); inverting r x r and multiplying is one batched GEMM.
     # The second CholeskyQR pass cleans up the extra rounding.
     eye_r = torch.eye(R.shape[-1], dtype=R.dtype, device=R.device).expand_as(R)
-    Q = Y @ torch.linalg.solve_triangular(R, eye_r, upper=True)
+    with single_threaded(R):
+        Rinv = torch.linalg.solve_triangular(R, eye_r, upper=True)
+    Q = Y @ Rinv
     return Q, R, ok
 
 
@@ -89,7 +93,8 @@ def small_svd(R: Tensor, method: str = "auto") -> Tuple[Tensor, Tensor, Tensor]:
     if method == "jacobi":
         return jacobi_svd(R)
     if method == "torch":
-        return torch.linalg.svd(R)
+        with single_threaded(R):
+            return torch.linalg.svd(R)
     raise ValueError(f"method: expected 'auto', 'torch' or 'jacobi', got {method!r}")
 
 
