@@ -10,6 +10,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "csrc/segment_assign/segment_assign.h).",
         py::arg("points"), py::arg("vertices"), py::arg("segments"), py::arg("bound_factor"),
         py::arg("block_rows"), py::arg("num_candidates"), py::arg("index_out"), py::arg("t_out"),
-        py::arg("distance_out"), py::arg("unsure_out"));
+        py::arg("distance_out"), py::arg("unsure_out"),
+        py::call_guard<py::gil_scoped_release>());  // pure C++/ATen inside: let other Python threads run
   m.attr("max_candidates") = latentfast::kMaxCandidates;
 }

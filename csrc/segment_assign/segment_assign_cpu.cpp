@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <exception>
 #include <limits>
 #include <vector>
 
@@ -120,46 +121,64 @@ void run(const at::Tensor& points, const at::Tensor& vertices_in, bool segments,
   bool* u_o = unsure_out.data_ptr<bool>();
 
   const int64_t B = std::min(block_rows, std::max<int64_t>(N, 1));
+  const int64_t nblocks = (N + B - 1) / B;
   const auto copt = points.options().dtype(c10::CppTypeToScalarType<cdt>::value);
-  at::Tensor xs = at::empty({B, D}, copt);   // centred block in the compute type
-  at::Tensor G = at::empty({B, M}, copt);    // the block's GEMM output: the only (rows x M) buffer
   const at::Tensor cT = k.c.t();
-  std::vector<double> xnorm(B), xx(B);
+  // Parallel over blocks, not within them: each thread centres its block, runs the block's GEMM on its own
+  // (ATen/MKL run single-threaded inside a parallel region) and finishes the block, with no barrier until the
+  // end.  Dynamic scheduling lets a thread whose core is busy elsewhere (shared machines) fall behind without
+  // stalling the others.  Small problems (e.g. SFVQ training batches) stay on one thread: starting a region
+  // costs tens of microseconds.
   const int max_threads = std::max(1, at::get_num_threads());
-
-  for (int64_t r0 = 0; r0 < N; r0 += B) {
-    const int64_t nb = std::min(B, N - r0);
-    // Small blocks (e.g. SFVQ training batches) run on one thread: an OpenMP region costs tens of microseconds,
-    // and milliseconds when a core is busy with another process and the region waits for its thread.
-    const int nthreads = (nb * M * D < (int64_t(1) << 22)) ? 1 : max_threads;
-    cdt* X = xs.data_ptr<cdt>();
-    // centre and round the block; |x~|^2 for the cheap formula, |x - mean| for the bound
-#pragma omp parallel for schedule(static) num_threads(nthreads)
-    for (int64_t r = 0; r < nb; ++r) {
-      const scalar_t* p = P + (r0 + r) * ps0;
-      cdt* x = X + r * D;
-      double s64 = 0.0, sc = 0.0;
-#pragma omp simd reduction(+ : s64, sc)
-      for (int64_t q = 0; q < D; ++q) {
-        const double v = static_cast<double>(p[q * ps1]) - k.mean[q];
-        s64 += v * v;
-        x[q] = static_cast<cdt>(v);
-        sc += static_cast<double>(x[q]) * static_cast<double>(x[q]);
-      }
-      xnorm[r] = std::sqrt(s64);
-      xx[r] = sc;
-    }
-    at::Tensor Gb = G.narrow(0, 0, nb);
-    at::mm_out(Gb, xs.narrow(0, 0, nb), cT);  // the one GEMM of this block (ATen/MKL, multi-threaded)
-    const cdt* Gp = Gb.data_ptr<cdt>();
-    const int64_t gs = Gb.stride(0);
+  const int nthreads = (N * M * D < (int64_t(1) << 22)) ? 1 : static_cast<int>(std::min<int64_t>(max_threads, nblocks));
+  std::exception_ptr error = nullptr;
 
 #pragma omp parallel num_threads(nthreads)
-    {
-      std::vector<cdt> dist(static_cast<size_t>(S));  // one row of cheap distances, stays in L1/L2
-      std::vector<double> x64(static_cast<size_t>(D));
-      TopK top;
-#pragma omp for schedule(static)
+  {
+    // Exceptions must not leave a parallel region (nor skip the loop's barrier): record the first and rethrow.
+    at::Tensor xs, G;
+    std::vector<double> xnorm, xx, x64;
+    std::vector<cdt> dist;
+    TopK top;
+    bool ready = false;
+    try {
+      xs = at::empty({B, D}, copt);   // this thread's centred block in the compute type
+      G = at::empty({B, M}, copt);    // its GEMM output: the only (rows x M) buffer
+      xnorm.resize(B);
+      xx.resize(B);
+      dist.resize(static_cast<size_t>(S));  // one row of cheap distances, stays in L1/L2
+      x64.resize(static_cast<size_t>(D));
+      ready = true;
+    } catch (...) {
+#pragma omp critical(latentfast_segment_assign_error)
+      if (!error) error = std::current_exception();
+    }
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t blk = 0; blk < nblocks; ++blk) {
+      if (!ready) continue;
+      try {
+        const int64_t r0 = blk * B;
+        const int64_t nb = std::min(B, N - r0);
+        cdt* X = xs.data_ptr<cdt>();
+        // centre and round the block; |x~|^2 for the cheap formula, |x - mean| for the bound
+        for (int64_t r = 0; r < nb; ++r) {
+          const scalar_t* p = P + (r0 + r) * ps0;
+          cdt* x = X + r * D;
+          double s64 = 0.0, sc = 0.0;
+#pragma omp simd reduction(+ : s64, sc)
+          for (int64_t q = 0; q < D; ++q) {
+            const double v = static_cast<double>(p[q * ps1]) - k.mean[q];
+            s64 += v * v;
+            x[q] = static_cast<cdt>(v);
+            sc += static_cast<double>(x[q]) * static_cast<double>(x[q]);
+          }
+          xnorm[r] = std::sqrt(s64);
+          xx[r] = sc;
+        }
+        at::Tensor Gb = G.narrow(0, 0, nb);
+        at::mm_out(Gb, xs.narrow(0, 0, nb), cT);  // the one GEMM of this block
+        const cdt* Gp = Gb.data_ptr<cdt>();
+        const int64_t gs = Gb.stride(0);
       for (int64_t r = 0; r < nb; ++r) {
         const cdt* g = Gp + r * gs;
         const cdt xxr = static_cast<cdt>(xx[r]);
@@ -262,9 +281,14 @@ void run(const at::Tensor& points, const at::Tensor& vertices_in, bool segments,
         t_o[o] = static_cast<scalar_t>(best_t);
         d_o[o] = static_cast<scalar_t>(best_d);
         u_o[o] = unsure;
+      }  // rows of the block
+      } catch (...) {
+#pragma omp critical(latentfast_segment_assign_error)
+        if (!error) error = std::current_exception();
       }
-    }
+    }  // blocks
   }
+  if (error) std::rethrow_exception(error);
 }
 
 void check_out(const at::Tensor& t, const char* name, at::ScalarType dtype, int64_t n) {
