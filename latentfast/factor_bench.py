@@ -47,11 +47,11 @@ def _factor_changes(G, predictor, w: Tensor, directions: Tensor, A: float, names
 
 
 def factor_benchmark(G, f, methods: Dict[str, Optional[Tensor]], *, k: int, edit_size: float,
-                     num_latents: int = 64, seed: int = 1, predictor=None) -> dict:
+                     num_latents: int = 64, seed: int = 1, predictor=None, method: str = "auto") -> dict:
     """Measure the factors each method's top-k directions change; see the module docstring.
 
     methods: name -> (k', d) unit directions in W (global methods), or None for Local Basis (computed per latent
-    from f).  Returns a JSON-ready dict.
+    from f with ``method``).  Returns a JSON-ready dict.
     """
     from .models.default.factors import load_factor_predictor
     from .models.default.scenes import CONTINUOUS_FACTORS
@@ -66,8 +66,7 @@ def factor_benchmark(G, f, methods: Dict[str, Optional[Tensor]], *, k: int, edit
            "methods": {}}
     for name, dirs in methods.items():
         if dirs is None:
-            lb = local_basis(f, z, k, "randomized" if k * 4 <= z.shape[1] else "exact",
-                             generator=torch.Generator().manual_seed(seed))
+            lb = local_basis(f, z, k, method, generator=torch.Generator().manual_seed(seed))
             per_dir = [lb.basis[:, :, i] for i in range(k)]
         else:
             dirs = dirs[:k] / dirs[:k].norm(dim=1, keepdim=True)

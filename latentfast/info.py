@@ -9,8 +9,6 @@ import torch
 
 def _probe_inputs(op_name: str):
     """Small representative inputs per op, on CPU and (when present) CUDA, to ask the backends about."""
-    from . import _dispatch
-
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     probes = []
     for dev in devices:

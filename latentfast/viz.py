@@ -46,6 +46,16 @@ def image_grid(images: Tensor, rows: int, cols: int, *, scale: int = 1, pad: int
     return canvas
 
 
+def vertex_grid(images: Tensor, title: str, cols: int = 8, scale: int = 2) -> Image.Image:
+    """One image per curve vertex, row-major in curve order, the last row padded with white tiles."""
+    n = images.shape[0]
+    cols = min(cols, n)
+    rows = -(-n // cols)
+    if rows * cols > n:
+        images = torch.cat([images, torch.ones(rows * cols - n, *images.shape[1:], dtype=images.dtype)])
+    return image_grid(images, rows, cols, scale=scale, title=title)
+
+
 def hstack(panels: List[Image.Image], gap: int = 8) -> Image.Image:
     """Side-by-side panels, top-aligned."""
     W = sum(p.width for p in panels) + gap * (len(panels) - 1)

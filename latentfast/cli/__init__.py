@@ -22,7 +22,6 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from .. import _checks
 from .._dispatch import BackendUnavailable
 from .._io import atomic_output_dir, atomic_write_bytes, check_writable_parent
 
@@ -82,15 +81,14 @@ def cmd_basis(args) -> int:
 def cmd_traverse(args) -> int:
     from .. import viz
     from ..localbasis import local_basis, traverse_iterative
-    from ._common import load_generator_arg
+    from ._common import basis_method, load_generator_arg, write_png
     from .demo import traversal_panel
 
     G = load_generator_arg(args.checkpoint, args.device)
     check_writable_parent("--out", Path(args.out))
     z = _latents_for(G, args, 1)
     f = G.mlp_spec() or G.f
-    lb = local_basis(f, z, args.k, "exact" if args.k * 4 > z.shape[1] else "randomized",
-                     generator=torch.Generator().manual_seed(args.seed))
+    lb = local_basis(f, z, args.k, basis_method(args.k, z.shape[1]), generator=torch.Generator().manual_seed(args.seed))
     if args.direction:
         d = torch.from_numpy(np.load(args.direction, allow_pickle=False)).float().reshape(1, -1)
         if d.shape[1] != lb.points.shape[1]:
@@ -109,35 +107,26 @@ def cmd_traverse(args) -> int:
         with torch.no_grad():
             imgs = G.synthesize(torch.cat(rows))
         panel = viz.hstack([panel, viz.image_grid(imgs, dirs.shape[0], args.frames, scale=2, title="iterative")])
-    buf = __import__("io").BytesIO()
-    panel.save(buf, format="PNG")
-    atomic_write_bytes(args.out, buf.getvalue(), name="--out")
+    write_png(args.out, panel)
     print(f"wrote {args.out}")
     return 0
 
 
 def cmd_warpage(args) -> int:
-    from .. import viz
     from ..baselines import ganspace_directions
     from ..localbasis import warpage
-    from ._common import load_generator_arg, write_json
+    from ._common import load_generator_arg, sample_w, warpage_chart, write_json
 
     G = load_generator_arg(args.checkpoint, args.device)
     z = _latents_for(G, args, args.num)
     f = G.mlp_spec() or G.f
-    with torch.no_grad():
-        w = torch.cat([G.f(c) for c in _latents_for(G, args, 10000).split(4096)])
+    w = sample_w(G, 10000, torch.Generator().manual_seed(args.seed), device=args.device)
     gs = ganspace_directions(w, max(args.k))
     wp = warpage(f, z, args.k, eps=args.eps, global_basis=gs.components.T,
                  generator=torch.Generator().manual_seed(args.seed))
     with atomic_output_dir(args.out, overwrite=args.overwrite, name="--out") as tmp:
         write_json(tmp / "warpage.json", wp.to_dict())
-        series = {f"local eps={e:g}": [wp.local[k][e].mean for k in args.k] for e in args.eps}
-        series["random points"] = [wp.random_points[k].mean for k in args.k]
-        series["global (GANSpace)"] = [wp.global_[k].mean for k in args.k]
-        series["random subspaces"] = [wp.random_subspaces[k].mean for k in args.k]
-        viz.save_png(viz.line_chart(args.k, series, title="Grassmannian warpage (geodesic)", xlabel="k"),
-                     tmp / "warpage.png")
+        warpage_chart(wp, args.k, args.eps, "Grassmannian warpage (geodesic)").save(tmp / "warpage.png")
     print(f"wrote {args.out}")
     return 0
 
@@ -145,15 +134,14 @@ def cmd_warpage(args) -> int:
 def cmd_sfvq(args) -> int:
     from .. import viz
     from ..sfvq import SFVQ
-    from ._common import load_generator_arg, load_latents_arg
+    from ._common import load_generator_arg, load_latents_arg, sample_w, write_png
 
     if args.sfvq_command == "fit":
         if args.latents:
             w = load_latents_arg(args.latents)
         else:
             G = load_generator_arg(args.checkpoint, args.device)
-            with torch.no_grad():
-                w = torch.cat([G.f(c) for c in _latents_for(G, args, args.num).split(4096)])
+            w = sample_w(G, args.num, torch.Generator().manual_seed(args.seed), device=args.device)
         check_writable_parent("--out", Path(args.out))
         curve = SFVQ(args.num_vertices, w.shape[1])
         log = curve.fit(w, epochs_per_stage=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -175,13 +163,7 @@ def cmd_sfvq(args) -> int:
     G = load_generator_arg(args.checkpoint, args.device)
     with torch.no_grad():
         imgs = G.synthesize(curve.vertices.detach())
-    cols = min(8, curve.num_vertices)
-    rows = -(-curve.num_vertices // cols)
-    if rows * cols > curve.num_vertices:
-        imgs = torch.cat([imgs, torch.ones(rows * cols - curve.num_vertices, *imgs.shape[1:])])
-    buf = __import__("io").BytesIO()
-    viz.image_grid(imgs, rows, cols, scale=2, title="SFVQ vertices in curve order").save(buf, format="PNG")
-    atomic_write_bytes(args.out, buf.getvalue(), name="--out")
+    write_png(args.out, viz.vertex_grid(imgs, "SFVQ vertices in curve order"))
     print(f"wrote {args.out}")
     return 0
 

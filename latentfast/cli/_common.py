@@ -94,6 +94,38 @@ def save_directions(out: Path, name: str, directions: torch.Tensor, mean: torch.
     return files
 
 
+def basis_method(k: int, width: int) -> str:
+    """The local-basis method the commands use: randomized once the sketch (k directions) is at most a quarter of
+    the latent width, exact below that (the commands' small default generator sits on this boundary)."""
+    return "randomized" if k * 4 <= width else "exact"
+
+
+@torch.no_grad()
+def sample_w(G, n: int, generator: Optional[torch.Generator] = None, device=None) -> torch.Tensor:
+    """n W latents f(z), z ~ N(0, I), mapped in chunks of 4096 rows."""
+    return torch.cat([G.f(c) for c in G.sample_z(n, generator, device=device).split(4096)])
+
+
+def warpage_chart(wp, ks, eps, title: str):
+    """The warpage line chart: mean distance per k for each eps, random points, the global basis, random subspaces."""
+    from .. import viz
+
+    series = {f"local eps={e:g}": [wp.local[k][e].mean for k in ks] for e in eps}
+    series["random points"] = [wp.random_points[k].mean for k in ks]
+    series["global (GANSpace)"] = [wp.global_[k].mean for k in ks]
+    series["random subspaces"] = [wp.random_subspaces[k].mean for k in ks]
+    return viz.line_chart(ks, series, title=title, xlabel="k", ylabel="distance")
+
+
+def write_png(path, img) -> None:
+    """A pillow image to ``path`` atomically (``--out`` in messages)."""
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue(), name="--out")
+
+
 def write_json(path: Path, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 

@@ -11,11 +11,9 @@ Steps (each a function below, so the CLI subcommands reuse them):
 """
 from __future__ import annotations
 
-import json
 import platform
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 
@@ -25,7 +23,8 @@ from ..baselines import ganspace_directions, sefa_directions
 from ..localbasis import local_basis, traverse_iterative, warpage
 from ..sfvq import SFVQ
 from .. import viz
-from ._common import Progress, save_directions, sefa_weights, write_json
+from ._common import (Progress, basis_method, sample_w, save_directions, sefa_weights, warpage_chart,
+                      write_json)
 
 
 @dataclass
@@ -87,8 +86,9 @@ def run_demo(out, *, quick: bool = False, overwrite: bool = False, progress: boo
         z = G.sample_z(cfg.num_latents, gen(1))
         spec = G.mlp_spec()
         f = spec if spec is not None else G.f
-        lb = local_basis(f, z, cfg.k, "randomized" if cfg.k * 4 <= z.shape[1] else "exact", generator=gen(2))
-        w_samples = torch.cat([G.f(c) for c in G.sample_z(cfg.ganspace_samples, gen(3)).split(4096)]).detach()
+        method = basis_method(cfg.k, z.shape[1])
+        lb = local_basis(f, z, cfg.k, method, generator=gen(2))
+        w_samples = sample_w(G, cfg.ganspace_samples, gen(3))
         w_mean = w_samples.mean(0)
         save_directions(tmp / "directions", "localbasis_z0", lb.basis[0].T, lb.points[0], lb.singular_values[0])
         gs = ganspace_directions(w_samples, cfg.k)
@@ -119,12 +119,11 @@ def run_demo(out, *, quick: bool = False, overwrite: bool = False, progress: boo
 
         # 3. iterative traversal next to the linear one -------------------------------------------------------
         t = time.perf_counter()
-        rows_iter, rows_lin = [], []
+        rows_iter = []
         step = A / cfg.iter_steps
         picks = torch.linspace(0, 2 * cfg.iter_steps, cfg.frames).round().long()
         for i in range(cfg.k):
-            tr = traverse_iterative(f, z[0], i, num_steps=cfg.iter_steps, step=step, k=cfg.k,
-                                    method="exact" if cfg.k * 4 > z.shape[1] else "randomized")
+            tr = traverse_iterative(f, z[0], i, num_steps=cfg.iter_steps, step=step, k=cfg.k, method=method)
             rows_iter.append(tr.outputs[picks])
         with torch.no_grad():
             it_imgs = G.synthesize(torch.cat(rows_iter))
@@ -139,33 +138,22 @@ def run_demo(out, *, quick: bool = False, overwrite: bool = False, progress: boo
         zw = G.sample_z(cfg.warpage_latents, gen(4))
         ks = [kk for kk in cfg.warpage_k if kk <= cfg.k]
         wp = warpage(f, zw, ks, eps=cfg.warpage_eps, global_basis=gs.components.T, generator=gen(5),
-                     method="randomized" if max(ks) * 4 <= zw.shape[1] else "exact")
-        series = {f"local eps={e:g}": [wp.local[kk][e].mean for kk in ks] for e in cfg.warpage_eps}
-        series["random points"] = [wp.random_points[kk].mean for kk in ks]
-        series["global (GANSpace)"] = [wp.global_[kk].mean for kk in ks]
-        series["random subspaces"] = [wp.random_subspaces[kk].mean for kk in ks]
-        viz.save_png(viz.line_chart(ks, series, title="Grassmannian warpage of W (geodesic)", xlabel="k",
-                                    ylabel="distance"), tmp / "warpage.png")
+                     method=basis_method(max(ks), zw.shape[1]))
+        viz.save_png(warpage_chart(wp, ks, cfg.warpage_eps, "Grassmannian warpage of W (geodesic)"),
+                     tmp / "warpage.png")
         report["warpage"] = wp.to_dict()
         report["timings_s"]["warpage"] = time.perf_counter() - t
         steps.update()
 
         # 5. SFVQ ---------------------------------------------------------------------------------------------
         t = time.perf_counter()
-        w_fit = torch.cat([G.f(c) for c in G.sample_z(cfg.sfvq_latents, gen(6)).split(4096)]).detach()
+        w_fit = sample_w(G, cfg.sfvq_latents, gen(6))
         curve = SFVQ(cfg.sfvq_vertices, w_fit.shape[1])
         log = curve.fit(w_fit, epochs_per_stage=cfg.sfvq_epochs, progress=False, generator=gen(7))
         curve.save(tmp / "sfvq_curve.pt")
         with torch.no_grad():
-            verts = curve.vertices.detach()
-            imgs = G.synthesize(verts)
-        cols = min(8, cfg.sfvq_vertices)
-        rows = -(-cfg.sfvq_vertices // cols)
-        pad = rows * cols - cfg.sfvq_vertices
-        if pad:
-            imgs = torch.cat([imgs, torch.ones(pad, *imgs.shape[1:])])
-        viz.save_png(viz.image_grid(imgs, rows, cols, scale=2, title="SFVQ curve: one image per vertex, in order"),
-                     tmp / "sfvq_curve.png")
+            imgs = G.synthesize(curve.vertices.detach())
+        viz.save_png(viz.vertex_grid(imgs, "SFVQ curve: one image per vertex, in order"), tmp / "sfvq_curve.png")
         seg_len = curve.directions(normalize=False).norm(dim=1)
         top_segments = seg_len.argsort(descending=True)[: cfg.k]
         dirs = curve.directions()[top_segments]
@@ -189,7 +177,8 @@ def run_demo(out, *, quick: bool = False, overwrite: bool = False, progress: boo
             if sefa is not None:
                 methods["SeFa"] = sefa.directions
             report["factor_benchmark"] = factor_benchmark(G, f, methods, k=cfg.k, edit_size=A,
-                                                          num_latents=cfg.factor_latents, seed=cfg.seed + 1)
+                                                          num_latents=cfg.factor_latents, seed=cfg.seed + 1,
+                                                          method=method)
         report["timings_s"]["factor_benchmark"] = time.perf_counter() - t
         steps.update()
 
