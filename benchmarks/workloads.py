@@ -49,7 +49,7 @@ SIZES: Dict[str, Dict[str, Dict[str, dict]]] = {
         },
         "cuda": {
             "LB": dict(B=10000, dim=512, layers=8, decay=0.995, ks=[10, 32], base_latents=16, exact_latents=256,
-                       acc_latents=4, repeats=5, slow_repeats=2),
+                       acc_latents=4, repeats=3, slow_repeats=1),
             "ITER": dict(B=8, directions=10, steps_per_side=12, dim=512, layers=8, decay=0.995, k=10,
                          base_traversals=1, exact_traversals=1, check_steps=3, repeats=3, slow_repeats=1),
             "SEG": dict(N=1_000_000, bits=10, noise=1.0, base_points=16384, check_points=4096, share_points=16384,
@@ -244,7 +244,7 @@ def run_lb(cfg: dict, device: str) -> dict:
     torch.manual_seed(1)
     net = MappingNet(cfg["dim"], cfg["layers"], cfg["decay"]).to(device)
     z = torch.randn(cfg["B"], cfg["dim"], device=device)
-    gen = lambda: torch.Generator(device="cpu").manual_seed(7)  # noqa: E731
+    gen = lambda: torch.Generator(device=device).manual_seed(7)  # noqa: E731  (probes drawn where they are used)
     generic = lambda zz: net(zz)  # noqa: E731  (no mlp_spec: latentfast's torch.func path)
     ok, skipped = available_backends("mlp_jvp", net.mlp_spec().to(device=device), z)
     fast = [b for b in ok if b != "reference"]
@@ -320,7 +320,7 @@ def run_iter(cfg: dict, device: str) -> dict:
     with torch.no_grad():
         sigma = 0.25 * float(net(z).norm(dim=1).median())  # each side moves w by about a quarter of |w|
     k = cfg["k"]
-    gen = lambda: torch.Generator(device="cpu").manual_seed(7)  # noqa: E731
+    gen = lambda: torch.Generator(device=device).manual_seed(7)  # noqa: E731  (probes drawn where they are used)
 
     def base(zz, idx, steps):
         return [localbasis_official.iterative_traversal(net, zz[i:i + 1], idx, sigma, 2 * steps)

@@ -24,3 +24,16 @@ def poison_(t: torch.Tensor) -> torch.Tensor:
 
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+#: where tests run the Triton backends: the GPU when there is one, else the CPU through Triton's interpreter
+TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def on_device(t: torch.Tensor, device) -> torch.Tensor:
+    """``t`` copied to ``device`` with the same shape, strides and storage offset (``Tensor.to`` would make a
+    non-dense view contiguous, and the non-contiguous tests would test nothing on the GPU)."""
+    if t.device == torch.device(device):
+        return t
+    size = t.untyped_storage().nbytes() // t.element_size()
+    out = torch.empty(size, dtype=t.dtype, device=device).as_strided(t.shape, t.stride(), t.storage_offset())
+    return out.copy_(t)

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 import latentfast as lf
+from conftest import TRITON_DEVICE
 from nets import Mapping, oracle, sign_fix
 
 
@@ -85,12 +86,17 @@ def decaying():
     return net, z, J, S
 
 
-@pytest.mark.parametrize("k", [10, 32])
-@pytest.mark.parametrize("path", ["spec", "func"])
+@pytest.mark.parametrize("k,path", [(10, "spec"), (32, "spec"), (10, "func"), (32, "func"), (32, "triton")])
 def test_randomized_accuracy_at_defaults(decaying, k, path):
+    """spec: the fused MLP path (auto backend); func: torch.func; triton: the Triton MLP kernels (on the GPU
+    when there is one, else in Triton's interpreter)."""
     net, z, J, S = decaying
-    f = net.spec() if path == "spec" else net
-    lb = lf.local_basis(f, z, k, method="randomized", generator=torch.Generator().manual_seed(0))
+    f = net.spec() if path != "func" else net
+    kw = {}
+    if path == "triton":
+        f, z, kw = f.to(device=TRITON_DEVICE), z.to(TRITON_DEVICE), dict(backend="triton")
+    lb = lf.local_basis(f, z, k, method="randomized", generator=torch.Generator().manual_seed(0), **kw)
+    lb = lf.LocalBasis(*(v.cpu() if torch.is_tensor(v) else v for v in vars(lb).values()))
     assert lb.method == "randomized"
     rel = (lb.singular_values.double() - S[:, :k]).abs() / S[:, :k]
     assert float(rel.max()) < 0.01  # top-k singular values within 1 %

@@ -7,6 +7,8 @@ import torch
 from latentfast import BackendUnavailable, MLPSpec
 from latentfast.ops import mlp_jvp
 
+from conftest import TRITON_DEVICE
+
 BACKENDS = ["reference", "triton"]
 
 
@@ -42,12 +44,13 @@ def test_forward_jvp_vjp_against_float64(backend, cfg, B, r):
     V = torch.randn(B, cfg["d_in"], r, dtype=torch.float64)
     U = torch.randn(B, cfg["widths"][-1], r, dtype=torch.float64)
     J = oracle_jacobian(spec, z)
-    lin = mlp_jvp.linearize(spec, z.to(dtype), backend=backend)
+    dev = TRITON_DEVICE if backend == "triton" else "cpu"
+    lin = mlp_jvp.linearize(spec.to(device=dev), z.to(dtype=dtype, device=dev), backend=backend)
     # float32 kernels: compare against the float64 truth with a bound scaled to float32 rounding
     tol = dict(rtol=0, atol=1e-10) if dtype == torch.float64 else dict(rtol=0, atol=2e-5)
-    torch.testing.assert_close(lin.points.double(), spec(z), **tol)
-    torch.testing.assert_close(lin.jvp(V.to(dtype)).double(), J @ V, **tol)
-    torch.testing.assert_close(lin.vjp(U.to(dtype)).double(), J.transpose(1, 2) @ U, **tol)
+    torch.testing.assert_close(lin.points.double().cpu(), spec(z), **tol)
+    torch.testing.assert_close(lin.jvp(V.to(dtype=dtype, device=dev)).double().cpu(), J @ V, **tol)
+    torch.testing.assert_close(lin.vjp(U.to(dtype=dtype, device=dev)).double().cpu(), J.transpose(1, 2) @ U, **tol)
 
 
 def test_triton_refuses_float64_with_reason():

@@ -23,11 +23,11 @@ from latentfast.ops import segment_assign as sa
 from latentfast.ops.segment_assign import native, reference
 from latentfast.ops.segment_assign import triton as sa_triton
 
-from conftest import poison_
+from conftest import TRITON_DEVICE, on_device, poison_
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "sfvq_stylegan2_ffhq"
 NATIVE_BUILT = _dispatch.native_module() is not None
-TRITON_OK = not _dispatch.triton_why_not(torch.zeros(1))
+TRITON_OK = not _dispatch.triton_why_not(torch.zeros(1, device=TRITON_DEVICE))
 
 BACKENDS = [
     "reference",
@@ -102,9 +102,27 @@ def random_case(n: int, dim: int, m: int, dtype=torch.float32, segments=True):
 
 
 def run(points, vertices, backend, segments=True, **kw):
-    if segments:
-        return sa.segment_assign(points, vertices, backend=backend, **kw)
-    return sa.nearest_point(points, vertices, backend=backend, **kw)
+    """The public function; the triton backend runs on TRITON_DEVICE (strides kept) and answers on the CPU."""
+    if backend == "triton":
+        points, vertices = on_device(points, TRITON_DEVICE), on_device(vertices, TRITON_DEVICE)
+    fn = sa.segment_assign if segments else sa.nearest_point
+    r = fn(points, vertices, backend=backend, **kw)
+    return type(r)(*(v.cpu() for v in r))
+
+
+def assign_into(backend, x, c, segments, outs, **kw):
+    """A backend's kernel entry into preallocated outputs (moved to TRITON_DEVICE and back for triton)."""
+    if backend == "native":
+        return native.assign_into(x, c, segments, *outs, **kw)
+    dev = lambda t: on_device(t, TRITON_DEVICE)  # noqa: E731
+    douts = [dev(o) for o in outs]
+    if "cand" in kw:
+        kw["cand"] = tuple(dev(t) for t in kw["cand"])
+    sa_triton.assign_into(dev(x), dev(c), segments, *douts, **kw)
+    for o, d in zip(outs, douts):
+        o.copy_(d)
+    if "cand" in kw:
+        return tuple(t.cpu() for t in kw["cand"])
 
 
 def authors_rule(points: torch.Tensor, vertices: torch.Tensor) -> torch.Tensor:
@@ -238,8 +256,7 @@ def test_many_way_tie_goes_through_the_fallback(backend):
     if backend in ("native", "triton"):
         n = x.shape[0]
         outs = (torch.empty(n, dtype=torch.int64), torch.empty(n), torch.empty(n), torch.zeros(n, dtype=torch.bool))
-        mod = native if backend == "native" else sa_triton
-        mod.assign_into(x, c, True, *outs)
+        assign_into(backend, x, c, True, outs)
         assert bool(outs[3].all()), "near-ties among more than K segments must not be certified"
 
 
@@ -297,12 +314,12 @@ def test_poisoned_outputs_are_fully_written(backend):
     kw = {}
     if backend == "triton":
         kw["cand"] = (poison_(torch.empty(n, 4)), poison_(torch.empty(n, 4, dtype=torch.int32)))
-    (native if backend == "native" else sa_triton).assign_into(x, c, True, *outs, **kw)
+    cand = assign_into(backend, x, c, True, outs, **kw)
     assert not bool(outs[1].isnan().any() | outs[2].isnan().any())
     assert not bool(outs[3].any()), "these well-separated points are all certifiable"
     assert_exact(x, c, (outs[0], outs[1], outs[2]), oracle)
     if backend == "triton":
-        cd, ci = kw["cand"]
+        cd, ci = cand
         assert not bool(cd.isnan().any()) and bool((ci >= 0).all())
         assert bool((cd[:, 1:] >= cd[:, :-1]).all()), "candidates come sorted by cheap distance"
 
@@ -436,8 +453,10 @@ def test_environment_forces_a_backend(monkeypatch, forced):
 def test_environment_forcing_triton_runs_triton(monkeypatch):
     monkeypatch.setenv("LATENTFAST_BACKEND", "segment_assign=triton")
     x, c, oracle = random_case(63, 100, 17)
-    assert sa.OP.select("auto", x, c, True, None).name == "triton"
-    assert_exact(x, c, sa.segment_assign(x, c), oracle)
+    xd, cd = x.to(TRITON_DEVICE), c.to(TRITON_DEVICE)
+    assert sa.OP.select("auto", xd, cd, True, None).name == "triton"
+    r = sa.segment_assign(xd, cd)
+    assert_exact(x, c, type(r)(*(v.cpu() for v in r)), oracle)
 
 
 def test_environment_forcing_an_unavailable_backend_raises(monkeypatch):

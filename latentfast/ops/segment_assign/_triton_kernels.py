@@ -88,7 +88,12 @@ def _topk_kernel(P, MEAN, C, CC, AD, LL, INVL, OUT_D, OUT_I, N, M, S, D,
         # a NaN (overflow) becomes -inf so that it surfaces as a candidate and the row gets flagged
         d = tl.where(d != d, -inf, tl.maximum(d, 0.0))
         d = tl.where(valid[None, :], d, inf)
-        for _ in tl.static_range(4):
+        # only as many extraction rounds as the row that gains most from this tile needs (0 once every row's
+        # 4th best is below the whole tile, the common case after the first tiles); ties are not inserted
+        # (strict '<'), so earlier (lower) indices stay first
+        need = tl.sum((d < b4[:, None]).to(tl.int32), axis=1)
+        rounds = tl.minimum(tl.max(need, axis=0), 4)
+        for _ in range(rounds):
             m, a = tl.min(d, axis=1, return_indices=True, return_indices_tie_break_left=True)
             b1, b2, b3, b4, i1, i2, i3, i4 = _insert(b1, b2, b3, b4, i1, i2, i3, i4, m, (j0 + a).to(tl.int32))
             d = tl.where(cl[None, :] == a[:, None], inf, d)
@@ -103,16 +108,33 @@ def _topk_kernel(P, MEAN, C, CC, AD, LL, INVL, OUT_D, OUT_I, N, M, S, D,
     tl.store(OUT_I + o + 3, i4, mask=rmask)
 
 @triton.jit
-def _rescore_kernel(P, MEAN64, C64, CAND_D, CAND_I, OUT_I, OUT_T, OUT_D, OUT_U, N, D,
-                    stride_pn, stride_pd, bound_f, cmax,
+def _rescore_kernel(P, V, MEAN64, CAND_D, CAND_I, OUT_I, OUT_T, OUT_D, OUT_U, N, D,
+                    stride_pn, stride_pd, stride_vm, stride_vd, bound_f, cmax,
                     SEGMENTS: tl.constexpr, K: tl.constexpr, CERTIFY: tl.constexpr,
                     BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
+    # One pass over D for all four candidates at once, in float64 from the raw float32 inputs: x - v of two
+    # float32 numbers is exact in float64, so no centring (and no float64 copy of the vertices) is needed.
+    # Per candidate j (segment a = v_j -> b = v_{j+1}):  |x - a|^2, p = <x - a, b - a>, L = |b - a|^2, |x - b|^2;
+    # t = clamp(p / L) and the distance  |x - a|^2 at t = 0,  |x - b|^2 at t = 1  (so a point on a shared vertex
+    # is an exact tie between the two segments, resolved to the lower index like the brute force), else
+    # |x - a|^2 - t (2 p - t L).
     pid = tl.program_id(0)
     rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
     rmask = rows < N
     roff = rows.to(tl.int64) * stride_pn
+    kc = tl.arange(0, 4)
+    cmask = rmask[:, None] & (kc[None, :] < K)
+    o = rows.to(tl.int64)[:, None] * 4 + kc[None, :]
+    j = tl.load(CAND_I + o, mask=cmask, other=0).to(tl.int64)  # (BLOCK_R, 4)
+    cd = tl.load(CAND_D + o, mask=cmask, other=0.0)
+    bad = tl.max((cd == float("-inf")).to(tl.int32), axis=1) > 0
+    aoff = j * stride_vm
     ks = tl.arange(0, BLOCK_K)
     xn = tl.zeros([BLOCK_R], dtype=tl.float64)
+    xa2 = tl.zeros([BLOCK_R, 4], dtype=tl.float64)
+    pp = tl.zeros([BLOCK_R, 4], dtype=tl.float64)
+    ll = tl.zeros([BLOCK_R, 4], dtype=tl.float64)
+    xb2 = tl.zeros([BLOCK_R, 4], dtype=tl.float64)
     for k0 in range(0, D, BLOCK_K):
         kk = k0 + ks
         km = kk < D
@@ -121,76 +143,40 @@ def _rescore_kernel(P, MEAN64, C64, CAND_D, CAND_I, OUT_I, OUT_T, OUT_D, OUT_U, 
         mu = tl.load(MEAN64 + kk, mask=km, other=0.0)
         xs = tl.where(m2, x - mu[None, :], 0.0)
         xn += tl.sum(xs * xs, axis=1)
-    best_d = tl.full([BLOCK_R], float("inf"), tl.float64)
-    best_t = tl.zeros([BLOCK_R], dtype=tl.float64)
-    best_i = tl.full([BLOCK_R], 2 ** 62, tl.int64)
-    bad = tl.zeros([BLOCK_R], dtype=tl.int1)
-    o = rows.to(tl.int64) * 4
-    for s in tl.static_range(K):
-        j = tl.load(CAND_I + o + s, mask=rmask, other=0).to(tl.int64)
-        cd = tl.load(CAND_D + o + s, mask=rmask, other=0.0)
-        bad = bad | (cd == float("-inf"))
-        aoff = j * D
+        m3 = cmask[:, :, None] & km[None, None, :]
+        koff = kk[None, None, :].to(tl.int64) * stride_vd
+        a = tl.load(V + aoff[:, :, None] + koff, mask=m3, other=0.0).to(tl.float64)
+        xa = tl.where(m3, x[:, None, :] - a, 0.0)
+        xa2 += tl.sum(xa * xa, axis=2)
         if SEGMENTS:
-            boff = aoff + D
-            p = tl.zeros([BLOCK_R], dtype=tl.float64)
-            # |d|^2 in the same loop and order as <x - a, d>: for x on c_{j+1}, p == L exactly and t = 1 exactly,
-            # so exact ties (a point on a vertex) stay exact and resolve to the lowest index like the brute force
-            lj = tl.zeros([BLOCK_R], dtype=tl.float64)
-            for k0 in range(0, D, BLOCK_K):
-                kk = k0 + ks
-                km = kk < D
-                m2 = rmask[:, None] & km[None, :]
-                x = tl.load(P + roff[:, None] + kk[None, :].to(tl.int64) * stride_pd, mask=m2,
-                            other=0.0).to(tl.float64)
-                mu = tl.load(MEAN64 + kk, mask=km, other=0.0)
-                a = tl.load(C64 + aoff[:, None] + kk[None, :], mask=m2, other=0.0)
-                b = tl.load(C64 + boff[:, None] + kk[None, :], mask=m2, other=0.0)
-                diff = tl.where(m2, x - mu[None, :] - a, 0.0)
-                dv = tl.where(m2, b - a, 0.0)
-                p += tl.sum(diff * dv, axis=1)
-                lj += tl.sum(dv * dv, axis=1)
-            t = tl.where(lj > 0, p / tl.where(lj > 0, lj, 1.0), 0.0)
-            t = tl.minimum(tl.maximum(t, 0.0), 1.0)
-            dist = tl.zeros([BLOCK_R], dtype=tl.float64)
-            for k0 in range(0, D, BLOCK_K):
-                kk = k0 + ks
-                km = kk < D
-                m2 = rmask[:, None] & km[None, :]
-                x = tl.load(P + roff[:, None] + kk[None, :].to(tl.int64) * stride_pd, mask=m2,
-                            other=0.0).to(tl.float64)
-                mu = tl.load(MEAN64 + kk, mask=km, other=0.0)
-                a = tl.load(C64 + aoff[:, None] + kk[None, :], mask=m2, other=0.0)
-                b = tl.load(C64 + boff[:, None] + kk[None, :], mask=m2, other=0.0)
-                # at t = 1 use x - b: segment j+1's residual at t = 0, so shared-vertex ties stay exact
-                r = tl.where(t[:, None] == 1.0, x - mu[None, :] - b, (x - mu[None, :] - a) - t[:, None] * (b - a))
-                r = tl.where(m2, r, 0.0)
-                dist += tl.sum(r * r, axis=1)
-        else:
-            t = tl.zeros([BLOCK_R], dtype=tl.float64)
-            dist = tl.zeros([BLOCK_R], dtype=tl.float64)
-            for k0 in range(0, D, BLOCK_K):
-                kk = k0 + ks
-                km = kk < D
-                m2 = rmask[:, None] & km[None, :]
-                x = tl.load(P + roff[:, None] + kk[None, :].to(tl.int64) * stride_pd, mask=m2,
-                            other=0.0).to(tl.float64)
-                mu = tl.load(MEAN64 + kk, mask=km, other=0.0)
-                a = tl.load(C64 + aoff[:, None] + kk[None, :], mask=m2, other=0.0)
-                r = tl.where(m2, x - mu[None, :] - a, 0.0)
-                dist += tl.sum(r * r, axis=1)
-        better = (dist < best_d) | ((dist == best_d) & (j < best_i))
-        best_d = tl.where(better, dist, best_d)
-        best_t = tl.where(better, t, best_t)
-        best_i = tl.where(better, j, best_i)
-    unsure = bad | (best_d != best_d) | (best_d == float("inf"))
+            b = tl.load(V + aoff[:, :, None] + stride_vm + koff, mask=m3, other=0.0).to(tl.float64)
+            dv = tl.where(m3, b - a, 0.0)
+            xb = tl.where(m3, x[:, None, :] - b, 0.0)
+            pp += tl.sum(xa * dv, axis=2)
+            ll += tl.sum(dv * dv, axis=2)
+            xb2 += tl.sum(xb * xb, axis=2)
+    if SEGMENTS:
+        t = tl.where(ll > 0, pp / tl.where(ll > 0, ll, 1.0), 0.0)
+        t = tl.minimum(tl.maximum(t, 0.0), 1.0)
+        dist = tl.where(t == 1.0, xb2, tl.where(t == 0.0, xa2, xa2 - t * (2.0 * pp - t * ll)))
+        dist = tl.maximum(dist, 0.0)
+    else:
+        t = tl.zeros([BLOCK_R, 4], dtype=tl.float64)
+        dist = xa2
+    dist = tl.where(cmask, dist, float("inf"))
+    best_d = tl.min(dist, axis=1)
+    # ties -> the lowest index; a NaN distance leaves best_d NaN and the row is flagged below
+    best_i = tl.min(tl.where(dist == best_d[:, None], j, 2 ** 62), axis=1)
+    best_t = tl.sum(tl.where((j == best_i[:, None]) & (dist == best_d[:, None]), t, 0.0), axis=1)
+    unsure = bad | (best_d != best_d) | (best_d == float("inf")) | (tl.max((dist != dist).to(tl.int32), axis=1) > 0)
     if CERTIFY:
-        kth = tl.load(CAND_D + o + (K - 1), mask=rmask, other=0.0).to(tl.float64)
+        kth = tl.load(CAND_D + rows.to(tl.int64) * 4 + (K - 1), mask=rmask, other=0.0).to(tl.float64)
         e = tl.sqrt(xn) + cmax
         bound = bound_f * e * e
         # "not certified", so that NaN/Inf anywhere leaves the row to the fallback
         ok = (kth < float("inf")) & (kth - bound > best_d)
         unsure = unsure | (ok == 0)
+    best_i = tl.where(best_i == 2 ** 62, 0, best_i)
     tl.store(OUT_I + rows, best_i, mask=rmask)
     tl.store(OUT_T + rows, best_t.to(tl.float32), mask=rmask)
     tl.store(OUT_D + rows, best_d.to(tl.float32), mask=rmask)

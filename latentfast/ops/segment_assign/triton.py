@@ -6,9 +6,10 @@
    <x - c_j, c_{j+1} - c_j> needs no second GEMM.  The epilogue computes the clamped projection and the cheap
    squared distance and merges the tile's four smallest into a running top-4 per point held in registers;
    only (N, 4) candidates and their cheap distances reach memory, never the N x M matrix.
-2. ``_rescore_kernel``: the 4 candidates of each point re-scored directly in float64 (x - a, clamp,
-   |residual|^2), the winner (ties -> lowest index), and the certification of reference.py: the 4th smallest
-   cheap distance minus the rounding bound must exceed the winner's exact distance.  Rows that fail are redone
+2. ``_rescore_kernel``: the 4 candidates of each point re-scored in float64 in one pass over D from the raw
+   float32 inputs (differences of float32 numbers are exact in float64), the winner (ties -> lowest index),
+   and the certification of reference.py: the 4th smallest cheap distance minus the rounding bound must
+   exceed the winner's exact distance.  Rows that fail are redone
    by :func:`reference.nearest` (the same fallback every backend uses).
 
 TF32.  On GPUs ``tl.dot`` may round float32 inputs to TF32 (10 mantissa bits).  The certification bound always
@@ -92,19 +93,18 @@ def _kernels():
 
     from ._triton_kernels import _rescore_kernel, _topk_kernel
     topk = _topk_kernel
-    if torch.cuda.is_available() and not _interpreting():
+    if torch.cuda.is_available() and not _interpreting() and os.environ.get("LATENTFAST_AUTOTUNE", "1") != "0":
         # autotune needs a driver: only on GPU machines
-        topk = triton.autotune(
-            configs=[
-                triton.Config({"BLOCK_N": 128, "BLOCK_M": 64, "BLOCK_K": 32}, num_warps=4, num_stages=3),
-                triton.Config({"BLOCK_N": 128, "BLOCK_M": 128, "BLOCK_K": 32}, num_warps=8, num_stages=3),
-                triton.Config({"BLOCK_N": 64, "BLOCK_M": 128, "BLOCK_K": 32}, num_warps=4, num_stages=4),
-                triton.Config({"BLOCK_N": 128, "BLOCK_M": 64, "BLOCK_K": 64}, num_warps=8, num_stages=3),
-                triton.Config({"BLOCK_N": 256, "BLOCK_M": 64, "BLOCK_K": 32}, num_warps=8, num_stages=3),
-            ],
-            key=["M", "D", "SEGMENTS", "PRECISION"],
-        )(_topk_kernel)
+        topk = triton.autotune(configs=[triton.Config(dict(BLOCK_N=bn, BLOCK_M=bm, BLOCK_K=bk), num_warps=w,
+                                                      num_stages=st) for bn, bm, bk, w, st in GPU_CONFIGS],
+                               key=["M", "D", "SEGMENTS", "PRECISION"])(_topk_kernel)
     return triton, _topk_kernel, topk, _rescore_kernel
+
+
+#: top-k kernel configurations tried by the autotuner on GPUs: (BLOCK_N, BLOCK_M, BLOCK_K, warps, stages).  The
+#: first is used as is when LATENTFAST_AUTOTUNE=0 (H100, N = 10^6, D = 512, M = 1024: the autotuner's choice).
+GPU_CONFIGS = [(64, 128, 32, 4, 4), (64, 128, 32, 8, 3), (128, 128, 32, 8, 3), (128, 64, 32, 4, 3),
+               (64, 64, 32, 4, 4), (128, 64, 64, 8, 3)]
 
 
 
@@ -131,8 +131,7 @@ def candidates_into(points: Tensor, vertices: Tensor, segments: bool, cand_d: Te
     bound_factor(dim, precision)  # validates the name
     # the shift: the float32-rounded mean vertex, so that float64 values shifted by it are exact references
     mean32 = vertices.to(torch.float64).mean(0).to(torch.float32)
-    c64 = (vertices.to(torch.float64) - mean32.to(torch.float64)).contiguous()
-    c = c64.to(torch.float32).contiguous()
+    c = (vertices.to(torch.float64) - mean32.to(torch.float64)).to(torch.float32).contiguous()
     cc = (c * c).sum(1)
     if segments:
         dv = c[1:] - c[:-1]
@@ -141,8 +140,7 @@ def candidates_into(points: Tensor, vertices: Tensor, segments: bool, cand_d: Te
         invl = torch.where(ll > 0, 1.0 / torch.where(ll > 0, ll, torch.ones_like(ll)), torch.zeros_like(ll))
     else:
         ll = ad = invl = cc  # unused by the kernel
-    consts = dict(mean32=mean32, c64=c64, cmax=float(cc.max().sqrt()) if m else 0.0,
-                  precision=precision, s=s)
+    consts = dict(mean32=mean32, cmax=float(cc.max().sqrt()) if m else 0.0, precision=precision, s=s)
     if n == 0:
         return consts
     args = (points, mean32, c, cc, ad, ll, invl, cand_d, cand_i, n, m, s, dim,
@@ -150,6 +148,10 @@ def candidates_into(points: Tensor, vertices: Tensor, segments: bool, cand_d: Te
     seg = 1 if segments else 0
     if tuned is not plain:  # GPU: block sizes from autotune
         tuned[lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)](*args, SEGMENTS=seg, PRECISION=precision)
+    elif points.is_cuda and not _interpreting():  # GPU, autotuning switched off
+        bn, bm, bk, w, st = GPU_CONFIGS[0]
+        plain[(triton.cdiv(n, bn),)](*args, SEGMENTS=seg, PRECISION=precision, BLOCK_N=bn, BLOCK_M=bm,
+                                     BLOCK_K=bk, num_warps=w, num_stages=st)
     else:
         # interpreter: few, large programs (its cost grows with the number of programs and loop trips)
         block_n = _pow2(n, 16, 256)
@@ -183,14 +185,14 @@ def assign_into(points: Tensor, vertices: Tensor, segments: bool, index: Tensor,
     s = consts["s"]
     k = min(KERNEL_CANDIDATES, s)
     if _interpreting() or not points.is_cuda:
-        block_r, block_k = _pow2(n, 16, 256), _pow2(dim, 16, 512)
+        block_r, block_k = _pow2(n, 16, 256), _pow2(dim, 16, 128)
         warps = 4
     else:
-        block_r, block_k, warps = 32, 64, 4
+        block_r, block_k, warps = 16, 64, 4
     rescore[(triton.cdiv(n, block_r),)](
-        points, consts["mean32"].to(torch.float64), consts["c64"], cand_d, cand_i,
-        index, t, distance_sq, unsure, n, dim, points.stride(0), points.stride(1),
-        bound_factor(dim, consts["precision"]), consts["cmax"],
+        points, vertices, consts["mean32"].to(torch.float64), cand_d, cand_i,
+        index, t, distance_sq, unsure, n, dim, points.stride(0), points.stride(1), vertices.stride(0),
+        vertices.stride(1), bound_factor(dim, consts["precision"]), consts["cmax"],
         SEGMENTS=bool(segments), K=k, CERTIFY=k < s, BLOCK_R=block_r, BLOCK_K=block_k, num_warps=warps)
 
 
