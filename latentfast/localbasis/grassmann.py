@@ -70,6 +70,28 @@ def grassmann_distance(A, B, metric: str = "geodesic") -> Tensor:
     return _from_angles(principal_angles(A.to(dtype), B.to(dtype)), metric)
 
 
+def _cosines(M: Tensor, method: str = "auto") -> Tensor:
+    """Singular values, ascending, of a batch of small float64 matrices M (..., k, k): the cosines.
+
+    "eigvalsh" (the CPU's choice): cos^2 = eigenvalues of M^T M; a symmetric eigenproblem runs ~1.7x faster
+    than svdvals on many tiny matrices (LAPACK's per-matrix loop is the whole cost); float64 keeps cos accurate
+    to ~1e-8 near pi/2, and small angles, where squaring loses them, are refined by the caller.
+    "jacobi" (the GPU's choice): the batched one-sided Jacobi SVD, memory O(batch k^2) — torch's batched
+    eigvalsh on CUDA asked for a 91 GiB workspace for 167,000 10 x 10 matrices (H100, torch 2.11).
+    """
+    if method == "auto":
+        method = "jacobi" if M.is_cuda else "eigvalsh"
+    if method == "jacobi":
+        from ..ops.small_linalg.jacobi import jacobi_svd
+
+        k = M.shape[-1]
+        flat = M.reshape(-1, k, k)
+        s = jacobi_svd(flat)[1] if flat.shape[0] else flat.new_zeros(0, k)
+        return s.view(M.shape[:-1]).clamp(0.0, 1.0).flip(-1)
+    with single_threaded(M):
+        return torch.linalg.eigvalsh(M.transpose(-1, -2) @ M).clamp(0.0, 1.0).sqrt()
+
+
 def pairwise_grassmann(bases, metric: str = "geodesic", *, chunk_size: Optional[int] = None) -> Tensor:
     """All-pairs distances (P, P) of a stack of orthonormal bases (P, n, k).
 
@@ -91,12 +113,7 @@ def pairwise_grassmann(bases, metric: str = "geodesic", *, chunk_size: Optional[
         # only pairs (i, j) with j > i: compute columns from s on, then mirror
         G = flat[s * k:e * k] @ flat[s * k:].T  # ((e-s) k, (P-s) k)
         M = G.view(e - s, k, P - s, k).permute(0, 2, 1, 3).to(torch.float64)  # (e-s, P-s, k, k)
-        # cos^2 = eigenvalues of M^T M: a symmetric eigenproblem runs ~1.7x faster than svdvals on the many
-        # tiny matrices (the per-matrix LAPACK loop is the whole cost here); float64 keeps cos accurate to
-        # ~1e-8 near pi/2, and small angles, where squaring loses them, are refined below.
-        with single_threaded(M):
-            cos = torch.linalg.eigvalsh(M.transpose(-1, -2) @ M).clamp(0.0, 1.0).sqrt()  # ascending
-        theta = torch.arccos(cos).flip(-1).to(X.dtype)  # ascending angles
+        theta = torch.arccos(_cosines(M)).flip(-1).to(X.dtype)  # ascending angles
         # When every angle is small the distance itself is small and arccos's absolute error (~sqrt(eps of the
         # inputs)) would be a large relative error: recompute those pairs.  A tiny angle beside a large one
         # barely moves any of the metrics, so it is left as is.

@@ -82,6 +82,20 @@ def test_pairwise_matches_loop(metric):
     assert float(D[2, 3]) > 0 and float(D[2, 3]) < 1e-4
 
 
+def test_cosines_by_jacobi_equal_eigvalsh():
+    """The GPU's route to the cosines (batched Jacobi SVD) against the CPU's (eigvalsh of M^T M), float64."""
+    from latentfast.localbasis.grassmann import _cosines
+
+    g = torch.Generator().manual_seed(1)
+    A = torch.linalg.qr(torch.randn(6, 40, 7, generator=g, dtype=torch.float64)).Q
+    M = A[:, None].transpose(-1, -2) @ A[None]  # (6, 6, 7, 7): every pair, identical pairs included
+    j, e = _cosines(M, "jacobi"), _cosines(M, "eigvalsh")
+    assert j.shape == e.shape == (6, 6, 7)
+    assert bool((j[..., 1:] >= j[..., :-1]).all())
+    torch.testing.assert_close(j, e, rtol=0, atol=1e-7)  # eigvalsh's sqrt of cos^2 is the less accurate one
+    torch.testing.assert_close(j[range(6), range(6)], torch.ones(6, 7, dtype=torch.float64), rtol=0, atol=1e-14)
+
+
 @pytest.mark.parametrize(
     "A, B, words",
     [
