@@ -48,7 +48,9 @@ def extensions():
     define_macros = [("WITH_CUDA", None)] if use_cuda else []
     # torch 2.13 headers are C++20.  -fno-trapping-math / -fno-math-errno (as torch itself is built) let GCC
     # if-convert the clamps in the fused distance loop and vectorise it; neither changes any computed value.
-    extra_cxx = ["-O3", "-std=c++20", "-fno-trapping-math", "-fno-math-errno"]
+    # -ffp-contract=off: no fused multiply-adds anywhere, so the AVX2 clone of the fused pass (target_clones)
+    # computes the very values the baseline build does.
+    extra_cxx = ["-O3", "-std=c++20", "-fno-trapping-math", "-fno-math-errno", "-ffp-contract=off"]
     openmp = ["-fopenmp"] if os.name != "nt" else ["/openmp"]
     ext_cls = cpp_extension.CUDAExtension if use_cuda else cpp_extension.CppExtension
     sources = cpu_sources + (cuda_sources if use_cuda else [])

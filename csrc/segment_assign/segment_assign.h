@@ -8,8 +8,11 @@
 //     (float32 for float32 input, float64 for float64 input);
 //   * per block of points, ONE ATen GEMM  G = X~ C~^T  (block_rows x M);
 //   * one OpenMP pass over the rows of the block turns each G row into the cheap expanded distances
-//     |x - a|^2 - 2 t <x - a, d> + t^2 |d|^2  (t clamped to [0, 1]) and keeps the K smallest in registers;
-//   * the K candidates are re-scored directly in float64 (x - a, clamp, |residual|^2); ties -> lowest index;
+//     |x - a|^2 - 2 t <x - a, d> + t^2 |d|^2  (t clamped to [0, 1]), 64 segments at a time (vectorised; an
+//     AVX2 clone where the CPU has it), and scans a chunk for the K smallest only when its minimum beats the
+//     current K-th;
+//   * the K candidates are re-scored directly in float64 from the raw inputs (x - a, clamp, |residual|^2;
+//     exact differences for float32 inputs); ties -> lowest index;
 //   * a row is certified when the K-th smallest cheap distance minus the rounding bound
 //     bound_factor * (|x~| + max_j |c~_j|)^2 still exceeds the winner's exact distance (every non-candidate's
 //     exact distance is then larger).  Otherwise unsure[i] = true and the caller redoes the row.

@@ -13,13 +13,15 @@
 namespace latentfast {
 namespace {
 
-// Per-call constants of the vertex set.  `c` (compute type) feeds the GEMM and the cheap formula; `c64`
-// (float64, same centring) feeds the exact re-scoring, exactly like reference._prepare.
-template <typename cdt>
+// Per-call constants of the vertex set.  `c` (compute type, centred on the float64 mean vertex) feeds the GEMM
+// and the cheap formula; the exact re-scoring reads the raw vertices `v` and converts to float64 on the fly
+// (for float32 inputs x - v is then exact; no float64 copy of the vertices is made per call).
+template <typename scalar_t, typename cdt>
 struct VertexConstants {
+  at::Tensor vertices;          // (M, D) contiguous raw vertices (keeps `v` alive)
+  const scalar_t* v = nullptr;
   at::Tensor c;                 // (M, D) cdt, centred, contiguous
   std::vector<double> mean;     // (D)
-  std::vector<double> c64;      // (M * D) centred, float64
   std::vector<cdt> cc;          // (M) |c~_j|^2
   std::vector<cdt> ad;          // (S) <a, d> in the compute type
   std::vector<cdt> L;           // (S) |d|^2 in the compute type
@@ -28,25 +30,30 @@ struct VertexConstants {
 };
 
 template <typename scalar_t, typename cdt>
-VertexConstants<cdt> prepare(const at::Tensor& vertices, bool segments) {
-  VertexConstants<cdt> k;
+VertexConstants<scalar_t, cdt> prepare(const at::Tensor& vertices, bool segments) {
+  VertexConstants<scalar_t, cdt> k;
+  k.vertices = vertices.contiguous();
   const int64_t M = vertices.size(0), D = vertices.size(1);
-  auto acc = vertices.accessor<scalar_t, 2>();
+  const scalar_t* v = k.v = k.vertices.template data_ptr<scalar_t>();
   k.mean.assign(D, 0.0);
-  for (int64_t j = 0; j < M; ++j)
-    for (int64_t q = 0; q < D; ++q) k.mean[q] += static_cast<double>(acc[j][q]);
-  for (int64_t q = 0; q < D; ++q) k.mean[q] /= static_cast<double>(M);
-  k.c64.resize(static_cast<size_t>(M * D));
+  double* mean = k.mean.data();
+  for (int64_t j = 0; j < M; ++j) {
+    const scalar_t* row = v + j * D;
+#pragma omp simd
+    for (int64_t q = 0; q < D; ++q) mean[q] += static_cast<double>(row[q]);
+  }
+  for (int64_t q = 0; q < D; ++q) mean[q] /= static_cast<double>(M);
   k.c = at::empty({M, D}, vertices.options().dtype(c10::CppTypeToScalarType<cdt>::value));
   cdt* c = k.c.template data_ptr<cdt>();
   k.cc.assign(M, cdt(0));
   for (int64_t j = 0; j < M; ++j) {
+    const scalar_t* row = v + j * D;
+    cdt* cj = c + j * D;
     double s = 0.0;
+#pragma omp simd reduction(+ : s)
     for (int64_t q = 0; q < D; ++q) {
-      const double v = static_cast<double>(acc[j][q]) - k.mean[q];
-      k.c64[j * D + q] = v;
-      const cdt r = static_cast<cdt>(v);
-      c[j * D + q] = r;
+      const cdt r = static_cast<cdt>(static_cast<double>(row[q]) - mean[q]);
+      cj[q] = r;
       s += static_cast<double>(r) * static_cast<double>(r);
     }
     k.cc[j] = static_cast<cdt>(s);
@@ -58,12 +65,15 @@ VertexConstants<cdt> prepare(const at::Tensor& vertices, bool segments) {
     k.L.assign(S, cdt(0));
     k.invL.assign(S, cdt(0));
     for (int64_t j = 0; j < S; ++j) {
+      const cdt* a = c + j * D;
+      const cdt* b = a + D;
       double l = 0.0, ad = 0.0;
+#pragma omp simd reduction(+ : l, ad)
       for (int64_t q = 0; q < D; ++q) {
         // cheap-side constants from the rounded vertices, like the reference (c[1:] - c[:-1] in cdt)
-        const double d = static_cast<double>(static_cast<cdt>(c[(j + 1) * D + q] - c[j * D + q]));
+        const double d = static_cast<double>(static_cast<cdt>(b[q] - a[q]));
         l += d * d;
-        ad += static_cast<double>(c[j * D + q]) * d;
+        ad += static_cast<double>(a[q]) * d;
       }
       k.L[j] = static_cast<cdt>(l);
       k.ad[j] = static_cast<cdt>(ad);
@@ -74,6 +84,63 @@ VertexConstants<cdt> prepare(const at::Tensor& vertices, bool segments) {
   }
   return k;
 }
+
+// Cheap distances of row segments/vertices [j0, j1) into dd[j0..j1) and their minimum (NaN-free inputs give
+// NaN-free outputs; `nan` counts NaNs, which only the vertex path can produce).  The body is one vectorised loop;
+// the two overloads below are compiled for AVX2 and for the baseline x86-64 ISA, picked once at load time
+// (-ffp-contract=off for the whole file: AVX2 widens the vectors, every value stays what the baseline computes).
+template <typename cdt>
+__attribute__((always_inline)) inline cdt chunk_distances(const cdt* g, cdt xxr, const cdt* ad, const cdt* L,
+                                                          const cdt* invL, const cdt* cc, cdt* dd, int64_t j0,
+                                                          int64_t j1, bool segments, int64_t& nan) {
+  cdt m = std::numeric_limits<cdt>::infinity();
+  int64_t bad = 0;
+  if (segments) {
+#pragma omp simd reduction(min : m)
+    for (int64_t j = j0; j < j1; ++j) {
+      const cdt p = g[j + 1] - g[j] - ad[j];  // <x - a, d> from the same GEMM row
+      // one select per statement: GCC if-converts these (and vectorises the loop), not a nested min(max())
+      cdt t = p * invL[j];
+      t = t > cdt(0) ? t : cdt(0);
+      t = t < cdt(1) ? t : cdt(1);
+      const cdt v = xxr - cdt(2) * g[j] + cc[j] - cdt(2) * t * p + t * t * L[j];
+      const cdt w = v > cdt(0) ? v : cdt(0);
+      dd[j] = w;
+      m = w < m ? w : m;
+    }
+  } else {
+#pragma omp simd reduction(min : m) reduction(+ : bad)
+    for (int64_t j = j0; j < j1; ++j) {
+      const cdt v = xxr - cdt(2) * g[j] + cc[j];
+      const cdt w = std::max(v, cdt(0));
+      dd[j] = w;
+      m = w < m ? w : m;
+      bad += w != w;
+    }
+  }
+  nan = bad;
+  return m;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define LATENTFAST_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define LATENTFAST_CLONES
+#endif
+
+LATENTFAST_CLONES float row_chunk(const float* g, float xxr, const float* ad, const float* L, const float* invL,
+                                  const float* cc, float* dd, int64_t j0, int64_t j1, bool segments, int64_t& nan) {
+  return chunk_distances<float>(g, xxr, ad, L, invL, cc, dd, j0, j1, segments, nan);
+}
+
+LATENTFAST_CLONES double row_chunk(const double* g, double xxr, const double* ad, const double* L,
+                                   const double* invL, const double* cc, double* dd, int64_t j0, int64_t j1,
+                                   bool segments, int64_t& nan) {
+  return chunk_distances<double>(g, xxr, ad, L, invL, cc, dd, j0, j1, segments, nan);
+}
+
+// segments per chunk of the fused pass: the distances of a chunk are still in L1 when the chunk is scanned
+constexpr int64_t kChunk = 64;
 
 // Keep the K smallest (value, index) pairs seen so far, sorted ascending; equal values keep the earlier
 // (lower) index first because insertion is strict.
@@ -111,7 +178,7 @@ void run(const at::Tensor& points, const at::Tensor& vertices_in, bool segments,
   const int64_t S = segments ? M - 1 : M;
   const int64_t K = std::min(num_candidates, S);
   const bool certify = K < S;  // with every segment re-scored there is nothing to certify
-  VertexConstants<cdt> k = prepare<scalar_t, cdt>(vertices, segments);
+  const VertexConstants<scalar_t, cdt> k = prepare<scalar_t, cdt>(vertices, segments);
 
   const scalar_t* P = points.data_ptr<scalar_t>();
   const int64_t ps0 = points.stride(0), ps1 = points.stride(1);
@@ -128,35 +195,38 @@ void run(const at::Tensor& points, const at::Tensor& vertices_in, bool segments,
   // (ATen/MKL run single-threaded inside a parallel region) and finishes the block, with no barrier until the
   // end.  Dynamic scheduling lets a thread whose core is busy elsewhere (shared machines) fall behind without
   // stalling the others.  Small problems (e.g. SFVQ training batches) stay on one thread: starting a region
-  // costs tens of microseconds.
+  // costs tens of microseconds; they run outside any parallel region, so that the GEMM of their block may still
+  // use every core through ATen (inside a region ATen runs single-threaded).
   const int max_threads = std::max(1, at::get_num_threads());
   const int nthreads = (N * M * D < (int64_t(1) << 22)) ? 1 : static_cast<int>(std::min<int64_t>(max_threads, nblocks));
   std::exception_ptr error = nullptr;
 
-#pragma omp parallel num_threads(nthreads)
-  {
-    // Exceptions must not leave a parallel region (nor skip the loop's barrier): record the first and rethrow.
+  // Per-thread buffers: the centred block in the compute type, its GEMM output (the only rows x M buffer), and
+  // one row of cheap distances (stays in L1/L2).
+  struct ThreadState {
     at::Tensor xs, G;
     std::vector<double> xnorm, xx, x64;
     std::vector<cdt> dist;
     TopK top;
-    bool ready = false;
-    try {
-      xs = at::empty({B, D}, copt);   // this thread's centred block in the compute type
-      G = at::empty({B, M}, copt);    // its GEMM output: the only (rows x M) buffer
-      xnorm.resize(B);
-      xx.resize(B);
-      dist.resize(static_cast<size_t>(S));  // one row of cheap distances, stays in L1/L2
-      x64.resize(static_cast<size_t>(D));
-      ready = true;
-    } catch (...) {
-#pragma omp critical(latentfast_segment_assign_error)
-      if (!error) error = std::current_exception();
-    }
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t blk = 0; blk < nblocks; ++blk) {
-      if (!ready) continue;
-      try {
+  };
+  auto make_state = [&]() {
+    ThreadState st;
+    st.xs = at::empty({B, D}, copt);
+    st.G = at::empty({B, M}, copt);
+    st.xnorm.resize(B);
+    st.xx.resize(B);
+    st.dist.resize(static_cast<size_t>(S));
+    st.x64.resize(static_cast<size_t>(D));
+    return st;
+  };
+  auto do_block = [&](ThreadState& st, int64_t blk) {
+        at::Tensor& xs = st.xs;
+        at::Tensor& G = st.G;
+        std::vector<double>& xnorm = st.xnorm;
+        std::vector<double>& xx = st.xx;
+        std::vector<double>& x64 = st.x64;
+        std::vector<cdt>& dist = st.dist;
+        TopK& top = st.top;
         const int64_t r0 = blk * B;
         const int64_t nb = std::min(B, N - r0);
         cdt* X = xs.data_ptr<cdt>();
@@ -183,45 +253,30 @@ void run(const at::Tensor& points, const at::Tensor& vertices_in, bool segments,
         const cdt* g = Gp + r * gs;
         const cdt xxr = static_cast<cdt>(xx[r]);
         cdt* dd = dist.data();
-        // fused projection, clamp and cheap distance for the whole row (vectorised)
-        if (segments) {
-          const cdt* ad = k.ad.data();
-          const cdt* L = k.L.data();
-          const cdt* invL = k.invL.data();
-          const cdt* cc = k.cc.data();
-#pragma omp simd
-          for (int64_t j = 0; j < S; ++j) {
-            const cdt p = g[j + 1] - g[j] - ad[j];  // <x - a, d> from the same GEMM row
-            // one select per statement: GCC if-converts these (and vectorises the loop), not a nested min(max())
-            cdt t = p * invL[j];
-            t = t > cdt(0) ? t : cdt(0);
-            t = t < cdt(1) ? t : cdt(1);
-            const cdt v = xxr - cdt(2) * g[j] + cc[j] - cdt(2) * t * p + t * t * L[j];
-            dd[j] = v > cdt(0) ? v : cdt(0);
-          }
-        } else {
-          const cdt* cc = k.cc.data();
-#pragma omp simd
-          for (int64_t j = 0; j < S; ++j) {
-            const cdt v = xxr - cdt(2) * g[j] + cc[j];
-            dd[j] = std::max(v, cdt(0));
-          }
-        }
-        // top-K scan: one well-predicted compare per segment; a NaN (overflow) flags the row
+        // Fused projection, clamp and cheap distance, chunk by chunk (vectorised), each chunk followed by the
+        // top-K scan only when its minimum beats the current K-th best: after the first chunks most are skipped.
+        // A NaN (overflow) flags the row.
         top.reset(K);
         bool bad = false;
         double thresh = top.v[K - 1];
-        for (int64_t j = 0; j < S; ++j) {
-          const double v = static_cast<double>(dd[j]);
-          if (!(v >= thresh)) {
-            if (v != v) { bad = true; continue; }
-            top.insert(v, j);
-            thresh = top.v[K - 1];
+        for (int64_t j0 = 0; j0 < S; j0 += kChunk) {
+          const int64_t j1 = std::min(S, j0 + kChunk);
+          int64_t nan = 0;
+          const cdt m = row_chunk(g, xxr, k.ad.data(), k.L.data(), k.invL.data(), k.cc.data(), dd, j0, j1,
+                                  segments, nan);
+          if (nan == 0 && !(static_cast<double>(m) < thresh)) continue;
+          for (int64_t j = j0; j < j1; ++j) {
+            const double v = static_cast<double>(dd[j]);
+            if (!(v >= thresh)) {
+              if (v != v) { bad = true; continue; }
+              top.insert(v, j);
+              thresh = top.v[K - 1];
+            }
           }
         }
         // exact float64 re-scoring of the candidates
         const scalar_t* prow = P + (r0 + r) * ps0;
-        for (int64_t q = 0; q < D; ++q) x64[q] = static_cast<double>(prow[q * ps1]) - k.mean[q];
+        for (int64_t q = 0; q < D; ++q) x64[q] = static_cast<double>(prow[q * ps1]);
         double best_d = std::numeric_limits<double>::infinity(), best_t = 0.0;
         int64_t best_j = std::numeric_limits<int64_t>::max();
         const double e = xnorm[r] + k.cmax;
@@ -232,35 +287,36 @@ void run(const at::Tensor& points, const at::Tensor& vertices_in, bool segments,
           // only the first candidate is re-scored.
           if (top.v[s] - bound > best_d) break;
           const int64_t j = top.i[s];
-          const double* a = k.c64.data() + j * D;
+          const scalar_t* a = k.v + j * D;
           double dj, tj = 0.0;
           if (segments) {
-            const double* b = a + D;
+            const scalar_t* b = a + D;
             // p and |d|^2 in one loop with the same operation order: for x on b, p == L exactly and t = 1
             double p = 0.0, Lj = 0.0;
 #pragma omp simd reduction(+ : p, Lj)
             for (int64_t q = 0; q < D; ++q) {
-              const double dq = b[q] - a[q];
-              p += (x64[q] - a[q]) * dq;
+              const double dq = static_cast<double>(b[q]) - static_cast<double>(a[q]);
+              p += (x64[q] - static_cast<double>(a[q])) * dq;
               Lj += dq * dq;
             }
             tj = Lj > 0.0 ? std::min(1.0, std::max(0.0, p / Lj)) : 0.0;
             // At t = 1 the nearest point is b: measure from b with t = 0, i.e. the very operations segment j+1
             // performs at t = 0, so the exact tie at a shared vertex stays exact and goes to the lower index
             // (as in reference.exact_scores).
-            const double* base = tj == 1.0 ? b : a;
+            const scalar_t* base = tj == 1.0 ? b : a;
             const double tt = tj == 1.0 ? 0.0 : tj;
             dj = 0.0;
 #pragma omp simd reduction(+ : dj)
             for (int64_t q = 0; q < D; ++q) {
-              const double res = (x64[q] - base[q]) - tt * (b[q] - a[q]);
+              const double res = (x64[q] - static_cast<double>(base[q])) -
+                                 tt * (static_cast<double>(b[q]) - static_cast<double>(a[q]));
               dj += res * res;
             }
           } else {
             dj = 0.0;
 #pragma omp simd reduction(+ : dj)
             for (int64_t q = 0; q < D; ++q) {
-              const double res = x64[q] - a[q];
+              const double res = x64[q] - static_cast<double>(a[q]);
               dj += res * res;
             }
           }
@@ -282,11 +338,36 @@ void run(const at::Tensor& points, const at::Tensor& vertices_in, bool segments,
         d_o[o] = static_cast<scalar_t>(best_d);
         u_o[o] = unsure;
       }  // rows of the block
+  };
+
+  if (nthreads == 1) {
+    // no parallel region: the block's GEMM may use every core through ATen; exceptions propagate as usual
+    ThreadState st = make_state();
+    for (int64_t blk = 0; blk < nblocks; ++blk) do_block(st, blk);
+    return;
+  }
+#pragma omp parallel num_threads(nthreads)
+  {
+    // Exceptions must not leave a parallel region (nor skip the loop's barrier): record the first and rethrow.
+    ThreadState st;
+    bool ready = false;
+    try {
+      st = make_state();
+      ready = true;
+    } catch (...) {
+#pragma omp critical(latentfast_segment_assign_error)
+      if (!error) error = std::current_exception();
+    }
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t blk = 0; blk < nblocks; ++blk) {
+      if (!ready) continue;
+      try {
+        do_block(st, blk);
       } catch (...) {
 #pragma omp critical(latentfast_segment_assign_error)
         if (!error) error = std::current_exception();
       }
-    }  // blocks
+    }
   }
   if (error) std::rethrow_exception(error);
 }
