@@ -220,124 +220,124 @@ void run(const at::Tensor& points, const at::Tensor& vertices_in, bool segments,
     return st;
   };
   auto do_block = [&](ThreadState& st, int64_t blk) {
-        at::Tensor& xs = st.xs;
-        at::Tensor& G = st.G;
-        std::vector<double>& xnorm = st.xnorm;
-        std::vector<double>& xx = st.xx;
-        std::vector<double>& x64 = st.x64;
-        std::vector<cdt>& dist = st.dist;
-        TopK& top = st.top;
-        const int64_t r0 = blk * B;
-        const int64_t nb = std::min(B, N - r0);
-        cdt* X = xs.data_ptr<cdt>();
-        // centre and round the block; |x~|^2 for the cheap formula, |x - mean| for the bound
-        for (int64_t r = 0; r < nb; ++r) {
-          const scalar_t* p = P + (r0 + r) * ps0;
-          cdt* x = X + r * D;
-          double s64 = 0.0, sc = 0.0;
+    at::Tensor& xs = st.xs;
+    at::Tensor& G = st.G;
+    std::vector<double>& xnorm = st.xnorm;
+    std::vector<double>& xx = st.xx;
+    std::vector<double>& x64 = st.x64;
+    std::vector<cdt>& dist = st.dist;
+    TopK& top = st.top;
+    const int64_t r0 = blk * B;
+    const int64_t nb = std::min(B, N - r0);
+    cdt* X = xs.data_ptr<cdt>();
+    // centre and round the block; |x~|^2 for the cheap formula, |x - mean| for the bound
+    for (int64_t r = 0; r < nb; ++r) {
+      const scalar_t* p = P + (r0 + r) * ps0;
+      cdt* x = X + r * D;
+      double s64 = 0.0, sc = 0.0;
 #pragma omp simd reduction(+ : s64, sc)
-          for (int64_t q = 0; q < D; ++q) {
-            const double v = static_cast<double>(p[q * ps1]) - k.mean[q];
-            s64 += v * v;
-            x[q] = static_cast<cdt>(v);
-            sc += static_cast<double>(x[q]) * static_cast<double>(x[q]);
+      for (int64_t q = 0; q < D; ++q) {
+        const double v = static_cast<double>(p[q * ps1]) - k.mean[q];
+        s64 += v * v;
+        x[q] = static_cast<cdt>(v);
+        sc += static_cast<double>(x[q]) * static_cast<double>(x[q]);
+      }
+      xnorm[r] = std::sqrt(s64);
+      xx[r] = sc;
+    }
+    at::Tensor Gb = G.narrow(0, 0, nb);
+    at::mm_out(Gb, xs.narrow(0, 0, nb), cT);  // the one GEMM of this block
+    const cdt* Gp = Gb.data_ptr<cdt>();
+    const int64_t gs = Gb.stride(0);
+    for (int64_t r = 0; r < nb; ++r) {
+      const cdt* g = Gp + r * gs;
+      const cdt xxr = static_cast<cdt>(xx[r]);
+      cdt* dd = dist.data();
+      // Fused projection, clamp and cheap distance, chunk by chunk (vectorised), each chunk followed by the
+      // top-K scan only when its minimum beats the current K-th best: after the first chunks most are skipped.
+      // A NaN (overflow) flags the row.
+      top.reset(K);
+      bool bad = false;
+      double thresh = top.v[K - 1];
+      for (int64_t j0 = 0; j0 < S; j0 += kChunk) {
+        const int64_t j1 = std::min(S, j0 + kChunk);
+        int64_t nan = 0;
+        const cdt m = row_chunk(g, xxr, k.ad.data(), k.L.data(), k.invL.data(), k.cc.data(), dd, j0, j1,
+                                segments, nan);
+        if (nan == 0 && !(static_cast<double>(m) < thresh)) continue;
+        for (int64_t j = j0; j < j1; ++j) {
+          const double v = static_cast<double>(dd[j]);
+          if (!(v >= thresh)) {
+            if (v != v) { bad = true; continue; }
+            top.insert(v, j);
+            thresh = top.v[K - 1];
           }
-          xnorm[r] = std::sqrt(s64);
-          xx[r] = sc;
         }
-        at::Tensor Gb = G.narrow(0, 0, nb);
-        at::mm_out(Gb, xs.narrow(0, 0, nb), cT);  // the one GEMM of this block
-        const cdt* Gp = Gb.data_ptr<cdt>();
-        const int64_t gs = Gb.stride(0);
-      for (int64_t r = 0; r < nb; ++r) {
-        const cdt* g = Gp + r * gs;
-        const cdt xxr = static_cast<cdt>(xx[r]);
-        cdt* dd = dist.data();
-        // Fused projection, clamp and cheap distance, chunk by chunk (vectorised), each chunk followed by the
-        // top-K scan only when its minimum beats the current K-th best: after the first chunks most are skipped.
-        // A NaN (overflow) flags the row.
-        top.reset(K);
-        bool bad = false;
-        double thresh = top.v[K - 1];
-        for (int64_t j0 = 0; j0 < S; j0 += kChunk) {
-          const int64_t j1 = std::min(S, j0 + kChunk);
-          int64_t nan = 0;
-          const cdt m = row_chunk(g, xxr, k.ad.data(), k.L.data(), k.invL.data(), k.cc.data(), dd, j0, j1,
-                                  segments, nan);
-          if (nan == 0 && !(static_cast<double>(m) < thresh)) continue;
-          for (int64_t j = j0; j < j1; ++j) {
-            const double v = static_cast<double>(dd[j]);
-            if (!(v >= thresh)) {
-              if (v != v) { bad = true; continue; }
-              top.insert(v, j);
-              thresh = top.v[K - 1];
-            }
-          }
-        }
-        // exact float64 re-scoring of the candidates
-        const scalar_t* prow = P + (r0 + r) * ps0;
-        for (int64_t q = 0; q < D; ++q) x64[q] = static_cast<double>(prow[q * ps1]);
-        double best_d = std::numeric_limits<double>::infinity(), best_t = 0.0;
-        int64_t best_j = std::numeric_limits<int64_t>::max();
-        const double e = xnorm[r] + k.cmax;
-        const double bound = bound_factor * e * e;  // |cheap - exact| <= bound for every segment of this row
-        for (int64_t s = 0; s < K; ++s) {
-          // Candidates come sorted by cheap distance: once one's cheap distance minus the bound exceeds the best
-          // exact distance so far, its exact distance (and every later candidate's) is larger still.  Usually
-          // only the first candidate is re-scored.
-          if (top.v[s] - bound > best_d) break;
-          const int64_t j = top.i[s];
-          const scalar_t* a = k.v + j * D;
-          double dj, tj = 0.0;
-          if (segments) {
-            const scalar_t* b = a + D;
-            // p and |d|^2 in one loop with the same operation order: for x on b, p == L exactly and t = 1
-            double p = 0.0, Lj = 0.0;
+      }
+      // exact float64 re-scoring of the candidates
+      const scalar_t* prow = P + (r0 + r) * ps0;
+      for (int64_t q = 0; q < D; ++q) x64[q] = static_cast<double>(prow[q * ps1]);
+      double best_d = std::numeric_limits<double>::infinity(), best_t = 0.0;
+      int64_t best_j = std::numeric_limits<int64_t>::max();
+      const double e = xnorm[r] + k.cmax;
+      const double bound = bound_factor * e * e;  // |cheap - exact| <= bound for every segment of this row
+      for (int64_t s = 0; s < K; ++s) {
+        // Candidates come sorted by cheap distance: once one's cheap distance minus the bound exceeds the best
+        // exact distance so far, its exact distance (and every later candidate's) is larger still.  Usually
+        // only the first candidate is re-scored.
+        if (top.v[s] - bound > best_d) break;
+        const int64_t j = top.i[s];
+        const scalar_t* a = k.v + j * D;
+        double dj, tj = 0.0;
+        if (segments) {
+          const scalar_t* b = a + D;
+          // p and |d|^2 in one loop with the same operation order: for x on b, p == L exactly and t = 1
+          double p = 0.0, Lj = 0.0;
 #pragma omp simd reduction(+ : p, Lj)
-            for (int64_t q = 0; q < D; ++q) {
-              const double dq = static_cast<double>(b[q]) - static_cast<double>(a[q]);
-              p += (x64[q] - static_cast<double>(a[q])) * dq;
-              Lj += dq * dq;
-            }
-            tj = Lj > 0.0 ? std::min(1.0, std::max(0.0, p / Lj)) : 0.0;
-            // At t = 1 the nearest point is b: measure from b with t = 0, i.e. the very operations segment j+1
-            // performs at t = 0, so the exact tie at a shared vertex stays exact and goes to the lower index
-            // (as in reference.exact_scores).
-            const scalar_t* base = tj == 1.0 ? b : a;
-            const double tt = tj == 1.0 ? 0.0 : tj;
-            dj = 0.0;
-#pragma omp simd reduction(+ : dj)
-            for (int64_t q = 0; q < D; ++q) {
-              const double res = (x64[q] - static_cast<double>(base[q])) -
-                                 tt * (static_cast<double>(b[q]) - static_cast<double>(a[q]));
-              dj += res * res;
-            }
-          } else {
-            dj = 0.0;
-#pragma omp simd reduction(+ : dj)
-            for (int64_t q = 0; q < D; ++q) {
-              const double res = x64[q] - static_cast<double>(a[q]);
-              dj += res * res;
-            }
+          for (int64_t q = 0; q < D; ++q) {
+            const double dq = static_cast<double>(b[q]) - static_cast<double>(a[q]);
+            p += (x64[q] - static_cast<double>(a[q])) * dq;
+            Lj += dq * dq;
           }
-          if (dj < best_d || (dj == best_d && j < best_j)) {
-            best_d = dj;
-            best_t = tj;
-            best_j = j;
+          tj = Lj > 0.0 ? std::min(1.0, std::max(0.0, p / Lj)) : 0.0;
+          // At t = 1 the nearest point is b: measure from b with t = 0, i.e. the very operations segment j+1
+          // performs at t = 0, so the exact tie at a shared vertex stays exact and goes to the lower index
+          // (as in reference.exact_scores).
+          const scalar_t* base = tj == 1.0 ? b : a;
+          const double tt = tj == 1.0 ? 0.0 : tj;
+          dj = 0.0;
+#pragma omp simd reduction(+ : dj)
+          for (int64_t q = 0; q < D; ++q) {
+            const double res = (x64[q] - static_cast<double>(base[q])) -
+                               tt * (static_cast<double>(b[q]) - static_cast<double>(a[q]));
+            dj += res * res;
+          }
+        } else {
+          dj = 0.0;
+#pragma omp simd reduction(+ : dj)
+          for (int64_t q = 0; q < D; ++q) {
+            const double res = x64[q] - static_cast<double>(a[q]);
+            dj += res * res;
           }
         }
-        bool unsure = bad || !std::isfinite(best_d);
-        if (certify && !unsure) {
-          // written as "not certified" so that a NaN/Inf anywhere leaves the row to the caller
-          // (an overflowed cheap distance leaves the K-th value infinite: not certified either)
-          unsure = !(std::isfinite(top.v[K - 1]) && top.v[K - 1] - bound > best_d);
+        if (dj < best_d || (dj == best_d && j < best_j)) {
+          best_d = dj;
+          best_t = tj;
+          best_j = j;
         }
-        const int64_t o = r0 + r;
-        idx_o[o] = best_j;
-        t_o[o] = static_cast<scalar_t>(best_t);
-        d_o[o] = static_cast<scalar_t>(best_d);
-        u_o[o] = unsure;
-      }  // rows of the block
+      }
+      bool unsure = bad || !std::isfinite(best_d);
+      if (certify && !unsure) {
+        // written as "not certified" so that a NaN/Inf anywhere leaves the row to the caller
+        // (an overflowed cheap distance leaves the K-th value infinite: not certified either)
+        unsure = !(std::isfinite(top.v[K - 1]) && top.v[K - 1] - bound > best_d);
+      }
+      const int64_t o = r0 + r;
+      idx_o[o] = best_j;
+      t_o[o] = static_cast<scalar_t>(best_t);
+      d_o[o] = static_cast<scalar_t>(best_d);
+      u_o[o] = unsure;
+    }  // rows of the block
   };
 
   if (nthreads == 1) {
