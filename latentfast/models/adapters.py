@@ -182,30 +182,25 @@ def as_generator(model: Union[nn.Module, Callable, Generator], *, f: Union[None,
                              f"{type(model).__name__}, got {name!r}")
         return obj
 
+    def pick(value, arg: str, name_kind: str):
+        """None -> the model itself; a name -> that attribute/submodule; a callable -> itself."""
+        if value is None:
+            return model
+        if isinstance(value, str):
+            return resolve(value, arg)
+        if callable(value):
+            return value
+        raise TypeError(f"{arg}: expected a callable or {name_kind}, got an object of type {type(value).__name__}")
+
     spec = None
     if f_layer is not None:
         if module is None:
             raise TypeError(f"f_layer: needs model to be an nn.Module, got {type(model).__name__}")
         f_call = _layer_hook_f(module, f_layer, model)
-    elif f is None:
-        f_call = model
-    elif isinstance(f, str):
-        f_call = resolve(f, "f")
-    elif callable(f):
-        f_call = f
     else:
-        raise TypeError(f"f: expected a callable or a submodule name, got an object of type {type(f).__name__}")
-    if f_layer is None and hasattr(f_call, "mlp_spec") and callable(f_call.mlp_spec):
-        spec = f_call.mlp_spec
-
-    if synthesize is None:
-        synth = model
-    elif isinstance(synthesize, str):
-        synth = resolve(synthesize, "synthesize")
-    elif callable(synthesize):
-        synth = synthesize
-    else:
-        raise TypeError(f"synthesize: expected a callable or a name, got an object of type "
-                        f"{type(synthesize).__name__}")
+        f_call = pick(f, "f", "a submodule name")
+        if hasattr(f_call, "mlp_spec") and callable(f_call.mlp_spec):
+            spec = f_call.mlp_spec
+    synth = pick(synthesize, "synthesize", "a name")
     return CallableGenerator(f_call, synth, z_dim, num_ws=num_ws if num_ws is not None else
                              getattr(model, "num_ws", None), module=module, mlp_spec=spec)

@@ -24,6 +24,15 @@ def _insert(b1, b2, b3, b4, i1, i2, i3, i4, v, j):
     return nb1, nb2, nb3, nb4, ni1, ni2, ni3, ni4
 
 @triton.jit
+def _centred_tile(P, MEAN, roff, rmask, kk, km, stride_pd):
+    # (rows, BLOCK_K) tile of points minus the mean vertex, zero outside D (float32)
+    x = tl.load(P + roff[:, None] + kk[None, :].to(tl.int64) * stride_pd,
+                mask=rmask[:, None] & km[None, :], other=0.0)
+    mu = tl.load(MEAN + kk, mask=km, other=0.0)
+    return tl.where(km[None, :], x - mu[None, :], 0.0)
+
+
+@triton.jit
 def _topk_kernel(P, MEAN, C, CC, AD, LL, INVL, OUT_D, OUT_I, N, M, S, D,
                  stride_pn, stride_pd, stride_cm,
                  SEGMENTS: tl.constexpr, PRECISION: tl.constexpr,
@@ -38,10 +47,7 @@ def _topk_kernel(P, MEAN, C, CC, AD, LL, INVL, OUT_D, OUT_I, N, M, S, D,
     for k0 in range(0, D, BLOCK_K):
         kk = k0 + ks
         km = kk < D
-        x = tl.load(P + roff[:, None] + kk[None, :].to(tl.int64) * stride_pd,
-                    mask=rmask[:, None] & km[None, :], other=0.0)
-        mu = tl.load(MEAN + kk, mask=km, other=0.0)
-        xs = tl.where(km[None, :], x - mu[None, :], 0.0)
+        xs = _centred_tile(P, MEAN, roff, rmask, kk, km, stride_pd)
         xx += tl.sum(xs * xs, axis=1)
 
     inf = float("inf")
@@ -62,10 +68,7 @@ def _topk_kernel(P, MEAN, C, CC, AD, LL, INVL, OUT_D, OUT_I, N, M, S, D,
         for k0 in range(0, D, BLOCK_K):
             kk = k0 + ks
             km = kk < D
-            x = tl.load(P + roff[:, None] + kk[None, :].to(tl.int64) * stride_pd,
-                        mask=rmask[:, None] & km[None, :], other=0.0)
-            mu = tl.load(MEAN + kk, mask=km, other=0.0)
-            xs = tl.where(km[None, :], x - mu[None, :], 0.0)
+            xs = _centred_tile(P, MEAN, roff, rmask, kk, km, stride_pd)
             c = tl.load(C + cols[None, :].to(tl.int64) * stride_cm + kk[:, None],
                         mask=cm[None, :] & km[:, None], other=0.0)  # (BLOCK_K, BLOCK_M)
             acc = tl.dot(xs, c, acc, input_precision=PRECISION)
