@@ -11,6 +11,6 @@ fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 # Pinned: this exact version is the CPU wheel; an open range can pull a multi-GB CUDA build.
 "$VENV/bin/python" -m pip install -q "torch==2.13.0"
-"$VENV/bin/python" -m pip install -q numpy pillow pytest scipy triton pybind11 "setuptools>=64" wheel
+"$VENV/bin/python" -m pip install -q numpy pillow matplotlib tqdm pytest scipy hypothesis pytest-benchmark triton pybind11 "setuptools>=64" wheel
 "$VENV/bin/python" -m pip install -q --no-build-isolation -e .
 "$VENV/bin/python" -m latentfast.info
