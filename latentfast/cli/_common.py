@@ -1,9 +1,7 @@
-"""Pieces shared by the subcommands: loading a generator, progress lines, saving directions."""
+"""Pieces shared by the subcommands: loading a generator and latents, saving directions, charts."""
 from __future__ import annotations
 
 import json
-import sys
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -11,30 +9,6 @@ import numpy as np
 import torch
 
 from .._io import atomic_write_bytes
-
-
-class Progress:
-    """A one-line progress indicator on stderr (no dependency); silent when ``enabled`` is False."""
-
-    def __init__(self, label: str, total: int, enabled: bool = True):
-        self.label, self.total, self.enabled = label, max(int(total), 1), enabled
-        self.done, self.t0 = 0, time.perf_counter()
-        self._show()
-
-    def _show(self):
-        if not self.enabled:
-            return
-        frac = self.done / self.total
-        bar = "#" * int(24 * frac) + "." * (24 - int(24 * frac))
-        el = time.perf_counter() - self.t0
-        sys.stderr.write(f"\r{self.label:<28} [{bar}] {self.done}/{self.total} {el:6.1f}s")
-        if self.done >= self.total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-    def update(self, n: int = 1):
-        self.done = min(self.total, self.done + n)
-        self._show()
 
 
 def load_generator_arg(checkpoint: Optional[str], device: str = "cpu"):
