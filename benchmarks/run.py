@@ -23,6 +23,8 @@ from typing import List, Optional
 import numpy as np
 import torch
 
+from latentfast._progress import progress
+
 from . import workloads
 from .plot import bar_plot
 
@@ -247,12 +249,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                   sizes={n: sizes[n] for n in names}, workloads={})
     start = time.perf_counter()
     all_passed = True
+    bar = progress(total=len(names), desc="benchmarks", unit="workload")
     for n in names:
-        print(f"[benchmarks] {n} ({mode}, {device}) ...", file=sys.stderr, flush=True)
+        bar.set_description_str(f"benchmarks: {n} ({mode}, {device})")
         t0 = time.perf_counter()
         try:
             res = workloads.WORKLOADS[n](sizes[n], device)
         except Exception as exc:  # keep the other workloads' results; the run fails at the end
+            bar.clear()  # the traceback starts on a clean line
             traceback.print_exc()
             res = dict(error=f"{type(exc).__name__}: {exc}")
             all_passed = False
@@ -260,7 +264,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if "checks" in res:
             all_passed &= all(c["passed"] for c in res["checks"].values())
         report["workloads"][n] = res
-        print(f"[benchmarks] {n} done in {res['seconds']:.1f} s", file=sys.stderr, flush=True)
+        bar.update()
+    bar.close()
     report["seconds"] = time.perf_counter() - start
     try:
         prov["load_average_end"] = list(os.getloadavg())

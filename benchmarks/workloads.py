@@ -116,8 +116,40 @@ def _sync(device: str):
         torch.cuda.synchronize()
 
 
+class Recorder:
+    """The pytest-benchmark front end's hook (benchmarks/suite.py): while one is active (:func:`recording`),
+    :func:`time_calls` times nothing and hands its callable to the :func:`row` that follows, which records it as
+    a :class:`Case`; the workload's correctness checks still run for real.  The report front end (run.py) never
+    sets one, so the two front ends share each workload's one definition (inputs, checks, callables)."""
+
+    def __init__(self):
+        self.cases: List["Case"] = []
+        self.pending: Optional[dict] = None
+
+
+class Case(dict):
+    """name, kind, backend, fn, n (the work a call does; a callable sized with ``n=`` may be called with fewer),
+    repeats, warmup, device."""
+
+
+_RECORDER: Optional[Recorder] = None
+
+
+def recording(recorder: Optional[Recorder]):
+    """Set (or, with None, clear) the active :class:`Recorder`; returns the previous one."""
+    global _RECORDER
+    prev, _RECORDER = _RECORDER, recorder
+    return prev
+
+
 def time_calls(fn: Callable[[], object], device: str, repeats: int, warmup: int = 1) -> List[float]:
-    """Wall-clock seconds of ``repeats`` calls after ``warmup`` untimed ones (CUDA synchronised inside)."""
+    """Wall-clock seconds of ``repeats`` calls after ``warmup`` untimed ones (CUDA synchronised inside).
+
+    Timed callables that accept ``n=`` (the number of latents / points / steps / bases a call works on, its
+    default the workload's) let the pytest suites time every member of a group on the same amount of work."""
+    if _RECORDER is not None:
+        _RECORDER.pending = dict(fn=fn, repeats=repeats, warmup=warmup, device=device)
+        return [float("nan")]
     for _ in range(warmup):
         fn()
     _sync(device)
@@ -134,6 +166,9 @@ def time_calls(fn: Callable[[], object], device: str, repeats: int, warmup: int 
 def row(name: str, kind: str, times: List[float], items: int, unit: str, total_items: Optional[int] = None,
         backend: Optional[str] = None, **extra) -> dict:
     """A result row: per-item median/min/max seconds (items = work units per timed call)."""
+    if _RECORDER is not None and _RECORDER.pending is not None:
+        _RECORDER.cases.append(Case(name=name, kind=kind, backend=backend, **_RECORDER.pending))
+        _RECORDER.pending = None
     per = [t / items for t in times]
     r = dict(name=name, kind=kind, backend=backend, unit=unit, timed_on=items, repeats=len(times),
              seconds_per_item_median=median(per), seconds_per_item_min=min(per), seconds_per_item_max=max(per),
@@ -290,7 +325,7 @@ def run_lb(cfg: dict, device: str) -> dict:
     # --- timing
     rows = []
     nb = cfg["base_latents"]
-    t = time_calls(lambda: localbasis_official.local_bases(net, z[:nb]), device, cfg["slow_repeats"], warmup=0)
+    t = time_calls(lambda n=nb: localbasis_official.local_bases(net, z[:n]), device, cfg["slow_repeats"], warmup=0)
     rows.append(row("baseline", "baseline", t, nb, "s/latent", cfg["B"], accuracy=acc["baseline"],
                     note="official get_random_local_basis per latent (full SVD: every k at once)"))
     for name, fn in impls.items():
@@ -354,14 +389,14 @@ def run_iter(cfg: dict, device: str) -> dict:
     total = cfg["B"] * cfg["directions"]
     rows = []
     nb = cfg["base_traversals"]
-    t = time_calls(lambda: base(z[:nb], 0, spp), device, cfg["slow_repeats"], warmup=0)
+    t = time_calls(lambda n=nb: base(z[:n], 0, spp), device, cfg["slow_repeats"], warmup=0)
     rows.append(row("baseline", "baseline", t, nb, "s/traversal", total,
                     note="official get_iter_trvs_latent (compare_basis, scale): full Jacobian + SVD per step and side"))
     ne = cfg["exact_traversals"]
-    t = time_calls(lambda: lf(z[:ne], 0, spp, "exact"), device, cfg["slow_repeats"], warmup=0)
+    t = time_calls(lambda n=ne: lf(z[:n], 0, spp, "exact"), device, cfg["slow_repeats"], warmup=0)
     rows.append(row("latentfast exact (all directions)", "reference", t, ne, "s/traversal", total,
                     backend="auto"))
-    t = time_calls(lambda: lf(z, 0, spp, "randomized"), device, cfg["repeats"])
+    t = time_calls(lambda n=cfg["B"]: lf(z[:n], 0, spp, "randomized"), device, cfg["repeats"])
     rows.append(row(f"latentfast randomized k={k}", "backend", t, cfg["B"], "s/traversal", total, backend="auto",
                     note=f"{cfg['B']} latents batched per call"))
     add_ratios(rows)
@@ -420,7 +455,8 @@ def run_seg(cfg: dict, device: str) -> dict:
     M, D = curve.shape
     x = _points_near(curve.cpu(), cfg["N"], cfg["noise"], seed=3).to(device)
     ok, skipped = available_backends("segment_assign", x, curve, True, None)
-    impls = {f"latentfast {b}": (lambda b=b: latentfast.segment_assign(x, curve, backend=b)) for b in ok}
+    impls = {f"latentfast {b}": (lambda b=b, n=cfg["N"]: latentfast.segment_assign(x[:n], curve, backend=b))
+             for b in ok}
 
     # --- checks: every implementation against a float64 brute force on a subsample
     nc = cfg["check_points"]
@@ -446,7 +482,7 @@ def run_seg(cfg: dict, device: str) -> dict:
     # --- timing
     rows = []
     nb = cfg["base_points"]
-    t = time_calls(lambda: sfvq_official.evaluation_batched(curve, x[:nb]), device, cfg["slow_repeats"], warmup=0)
+    t = time_calls(lambda n=nb: sfvq_official.evaluation_batched(curve, x[:n]), device, cfg["slow_repeats"], warmup=0)
     rows.append(row("baseline", "baseline", t, nb, "s/point", cfg["N"],
                     note="official evaluation in batches of 64 (train.py's eval loop)"))
     for name, fn in impls.items():
@@ -460,7 +496,7 @@ def run_seg(cfg: dict, device: str) -> dict:
     if device.startswith("cuda"):
         prev = torch.backends.cuda.matmul.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = True
-    t = time_calls(lambda: torch.mm(x, ct), device, cfg["repeats"])
+    t = time_calls(lambda n=cfg["N"]: torch.mm(x[:n], ct), device, cfg["repeats"])
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = prev
     rows.append(row("floor: torch.mm", "floor", t, cfg["N"], "s/point", cfg["N"],
@@ -532,14 +568,15 @@ def run_fit(cfg: dict, device: str) -> dict:
     for bs in cfg["batches"]:
         n = cfg["base_steps"][bs]
         st = base_trainer()
-        t = time_calls(lambda: [st(bs) for _ in range(n)], device, cfg["slow_repeats"] if bs == bs0 else 1, warmup=0)
+        t = time_calls(lambda n=n: [st(bs) for _ in range(n)], device, cfg["slow_repeats"] if bs == bs0 else 1,
+                       warmup=0)
         rows.append(row(f"baseline batch={bs}", "baseline", t, n, "s/step",
                         note="official forward (broadcast distances to the dithered codebook) + mse + Adam"
                              + ("; broadcast in 64-row pieces; no warm-up" if bs > 64 else "")))
         for b in ok:
             n = cfg["steps"][bs]
             st = lf_trainer(b)
-            t = time_calls(lambda: [st(bs) for _ in range(n)], device, cfg["repeats"])
+            t = time_calls(lambda n=n: [st(bs) for _ in range(n)], device, cfg["repeats"])
             rows.append(row(f"latentfast {b} batch={bs}", "reference" if b == "reference" else "backend", t, n,
                             "s/step", backend=b))
     for r in rows:
@@ -609,10 +646,10 @@ def run_grass(cfg: dict, device: str) -> dict:
 
     npairs = cfg["P"] * (cfg["P"] - 1) // 2
     rows = []
-    t = time_calls(lambda: grassmann_official.pairwise(Xnp, k, count=nb), "cpu", cfg["slow_repeats"], warmup=0)
+    t = time_calls(lambda n=nb: grassmann_official.pairwise(Xnp, k, count=n), "cpu", cfg["slow_repeats"], warmup=0)
     rows.append(row("baseline", "baseline", t, nb * (nb - 1) // 2, "s/pair", npairs,
                     note=f"official _metric_by_geodesic per pair (numpy), first {nb} bases"))
-    t = time_calls(lambda: latentfast.pairwise_grassmann(X), device, cfg["repeats"])
+    t = time_calls(lambda n=cfg["P"]: latentfast.pairwise_grassmann(X[:n]), device, cfg["repeats"])
     rows.append(row("latentfast pairwise_grassmann", "reference", t, npairs, "s/pair", npairs, backend="torch"))
     add_ratios(rows)
     return dict(rows=rows, checks=checks, shapes=dict(P=cfg["P"], n=cfg["n"], k=k, pairs=npairs,

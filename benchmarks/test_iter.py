@@ -1,0 +1,5 @@
+"""pytest-benchmark suite of the ITER workload (definition: benchmarks/workloads.py; front end: benchmarks/suite.py)."""
+from benchmarks.suite import suite_tests
+
+WORKLOAD = "ITER"
+test_checks, test_timing = suite_tests(WORKLOAD)
