@@ -20,8 +20,8 @@ def bar_plot(report: dict, path: Path) -> None:
             continue
         heads.append((len(labels), wname))
         for r in rows:
-            labels.append(f"{wname}: {r['name']}" + (f"  (vs {r['ratio_to']})" if r.get("ratio_to") not in
-                                                    (None, "baseline") else ""))
+            labels.append(f"{wname}: {r['name']}" + ("" if str(r.get("ratio_to", "baseline")).startswith("baseline")
+                                                    else f"  (vs {r['ratio_to']})"))
             ratios.append(r["ratio_to_baseline"])
             colors.append(COLORS.get(r["kind"], COLORS["backend"]))
             marks.append([t["min_ratio"] for t in targets if t["workload"] == wname and t["row"] == r["name"]
@@ -33,19 +33,22 @@ def bar_plot(report: dict, path: Path) -> None:
     y = list(range(len(labels)))[::-1]
     ax.barh(y, ratios, color=colors, left=0)
     for yi, r, ms in zip(y, ratios, marks):
-        ax.annotate(f"{r:.3g}x", (r, yi), textcoords="offset points", xytext=(3, -3), fontsize=8)
+        ax.annotate(f"{r:.3g}x" if r < 100 else f"{r:.0f}x", (r, yi), textcoords="offset points", xytext=(3, -3), fontsize=8)
         for m in ms:
             ax.plot([m, m], [yi - 0.4, yi + 0.4], color="tab:red", lw=2.5)
     for start, _ in heads[1:]:
         ax.axhline(len(labels) - start - 0.5, color="0.6", lw=0.8)
-    ax.plot([], [], color="tab:red", lw=2.5, label="target")
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=COLORS["reference"], label="pure PyTorch"), Patch(color=COLORS["backend"], label="fast backend"),
+               Patch(color=COLORS["floor"], label="floor (bare GEMM)"), Line2D([], [], color="tab:red", lw=2.5, label="target")]
     ax.axvline(1.0, color="k", lw=1)
     ax.set_xscale("log")
     ax.set_yticks(y, labels, fontsize=8)
     ax.set_xlabel("speedup over the official approach (baseline time / row time, per item; log scale)")
     ax.set_title(f"latentfast vs the official codes' approach ({p['device']}, {p['mode']}, {p['cpu_model']}, "
-                 f"{p['torch_threads']} threads; commit {p['git_commit'][:12]})", fontsize=9)
+                 f"torch threads {p['torch_threads']}; commit {p['git_commit'][:12]})", fontsize=9)
     ax.grid(alpha=0.3, axis="x")
-    if any(marks):
-        ax.legend(fontsize=8, loc="lower right")
+    ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=4)
     fig.savefig(path, format="png", facecolor="white")

@@ -97,7 +97,7 @@ def _factor_lines(fb: Optional[dict], name: str, k: int) -> list:
     if not fb or name not in fb["methods"]:
         return [""] * k
     res = fb["methods"][name]
-    return [f"\n→ {d}, purity {p:.2f}" for d, p in zip(res["dominant_factor"], res["purity"])][:k] + [""] * (
+    return [f"\nbench: {d}, purity {p:.2f}" for d, p in zip(res["dominant_factor"], res["purity"])][:k] + [""] * (
         k - len(res["purity"]))
 
 
@@ -246,7 +246,7 @@ def run_demo(out, *, quick: bool = False, overwrite: bool = False, progress: boo
                                       block_labels=[f"base latent {b}" for b in range(nb)] if nb > 1 else None)
         cos = torch.stack([_path_cosines(outs[0, i]) for i in range(cfg.k)]).numpy()
         chart = viz.iterative_path_chart(cos, torch.stack(idx, 1)[0].numpy(), [f"#{i}" for i in range(cfg.k)],
-                                         title=f"base latent 0: the path, step by step (step {step:.3f} in W)")
+                                         title=f"path from base latent 0 (step {step:.3f} in W)")
         save("traversal_iterative.png", viz.hstack([lb_panel, it_panel, chart], gap=24), "iterative traversal")
         report["iterative"] = {"step": step, "steps_per_side": cfg.iter_steps,
                                "min_cosine_latent0": [round(float(c.min()), 4) for c in cos],

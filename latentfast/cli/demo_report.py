@@ -15,8 +15,9 @@ def _captions(r: dict) -> dict:
     A = r["edit_size"]
     wp = r["warpage"]
     it = r.get("iterative", {})
-    purity = (" Under each label, the factor that direction changes most on the factor benchmark's held-out "
-              "latents, with its purity." if r.get("factor_benchmark") else "")
+    purity = (" Under each label ('bench:'), the factor that direction changes most on the factor benchmark's "
+              "held-out latents, with its purity; for Local Basis that is direction #i averaged over those latents, "
+              "so it need not match the edit shown at this one." if r.get("factor_benchmark") else "")
     return {
         "traversal_linear.png":
             f"Linear edits w + α·d along the top {c['k']} directions of each method — Local Basis (each latent's "
@@ -42,8 +43,9 @@ def _captions(r: dict) -> dict:
             "(z + ε·e, e a random unit vector), random pairs of latents, each latent against the global GANSpace "
             "subspace, and Haar-random subspaces (dashed, grey band ± std: the level with no shared structure). "
             "Look for small distances at small ε (the local basis varies smoothly) and random pairs close to the "
-            "random level (W is warped: no single global basis stands in for the local ones). All curves meet as k "
-            "approaches the width of W, where every subspace is nearly the whole space.",
+            "random level (W is warped: no single global basis stands in for the local ones). Past half the width of W "
+            "every distance falls: two k-dimensional subspaces of a d-dimensional space share at least 2k − d "
+            "dimensions.",
         "sfvq_curve.png":
             f"The fitted SFVQ curve: the image of each of its {c['sfvq_vertices']} vertices, in curve order. Look "
             "for neighbours that look alike and change gradually: the curve orders the latents it was fitted to.",

@@ -76,7 +76,7 @@ def warpage_chart(wp, *, title: str = "Grassmannian warpage", size=(820, 480)) -
 
 
 def iterative_path_chart(cosines: np.ndarray, indices: np.ndarray, labels: Sequence[str], *, title: str,
-                         size=(520, 600)) -> Image.Image:
+                         size=(640, 640)) -> Image.Image:
     """The iterative traversal's path, step by step: ``cosines`` (R, S) |cos| of each step with the starting
     direction, ``indices`` (R, S) the local-basis index followed into each step, one line per row label; the x
     axis is the signed step number (-S/2 .. S/2, 0 = the start)."""
@@ -86,11 +86,11 @@ def iterative_path_chart(cosines: np.ndarray, indices: np.ndarray, labels: Seque
     top, bot = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
     for r in range(R):
         top.plot(steps, cosines[r], marker="o", ms=3, label=labels[r])
-        bot.plot(steps, indices[r] + 0.08 * (r - (R - 1) / 2), drawstyle="steps-mid", marker="o", ms=3)
+        bot.plot(steps, indices[r] + 0.05 * (r - (R - 1) / 2), drawstyle="steps-mid", marker="o", ms=3)
     top.axhline(1.0, color="k", lw=0.8, ls=":")
     top.set(title=title, ylabel="cos(step, starting direction)")
     top.grid(alpha=0.3)
-    top.legend(fontsize=7, ncol=2, loc="lower left")
+    fig.legend(*top.get_legend_handles_labels(), loc="outside right center", fontsize=8, title="direction")
     bot.set(xlabel="step (negative side ← 0 = start → positive side)", ylabel="index followed")
     bot.set_yticks(range(int(indices.max()) + 1))
     bot.set_xticks(steps if S <= 13 else steps[::2])
@@ -114,11 +114,11 @@ def sfvq_pca_chart(latents: torch.Tensor, vertices: torch.Tensor, *, title: str,
     ax.scatter(xp[:, 0], xp[:, 1], s=3, alpha=0.25, color="tab:blue", label=f"{len(xp)} latents", rasterized=True)
     ax.plot(vp[:, 0], vp[:, 1], "-o", color="tab:orange", ms=4, lw=1.5, label="SFVQ curve (vertices in order)")
     for j in highlight:
-        ax.plot(vp[j:j + 2, 0], vp[j:j + 2, 1], "-", color="tab:red", lw=3.5)
+        ax.plot(vp[j:j + 2, 0], vp[j:j + 2, 1], "-", color="tab:red", lw=4, alpha=0.55)
     if len(highlight):
-        ax.plot([], [], "-", color="tab:red", lw=3.5, label="segments used for edits")
-    for i, (a, b) in enumerate(vp):
-        ax.annotate(str(i), (a, b), textcoords="offset points", xytext=(5, 5), fontsize=8,
+        ax.plot([], [], "-", color="tab:red", lw=4, alpha=0.55, label="segments used for edits")
+    for i, (a, b) in enumerate(vp):  # alternate sides, so that neighbours close in the projection stay legible
+        ax.annotate(str(i), (a, b), textcoords="offset points", xytext=(6, 4) if i % 2 else (-14, -10), fontsize=8,
                     bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.8))
     ax.set(title=title, xlabel=f"principal axis 1 ({share[0]:.0%} of the variance)",
            ylabel=f"principal axis 2 ({share[1]:.0%})")
