@@ -14,6 +14,7 @@ Everything is written to a temporary directory and renamed into place at the end
 """
 from __future__ import annotations
 
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -23,6 +24,7 @@ import torch
 
 from .. import __version__, viz
 from .._io import atomic_output_dir
+from .. import _progress
 from .._progress import progress as progress_bar
 from ..baselines import ganspace_directions, sefa_directions
 from ..localbasis import local_basis, traverse_iterative, warpage
@@ -128,7 +130,8 @@ def run_demo(out, *, quick: bool = False, overwrite: bool = False, progress: boo
     G = generator if generator is not None else load_generator_arg(None)
     gen = lambda s: torch.Generator().manual_seed(cfg.seed * 1000 + s)  # noqa: E731
     report = {"latentfast": __version__, "torch": torch.__version__, "python": platform.python_version(),
-              "config": asdict(cfg), "timings_s": {}, "figures": {}}
+              "config": asdict(cfg), "timings_s": {}, "figures": {}, "torch_threads": torch.get_num_threads(),
+              "cpu_count": os.cpu_count(), "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
     nb = min(cfg.num_base, cfg.num_latents)
 
     with atomic_output_dir(out, overwrite=overwrite) as tmp, \
@@ -176,7 +179,10 @@ def run_demo(out, *, quick: bool = False, overwrite: bool = False, progress: boo
         stage(1)
         w_fit = sample_w(G, cfg.sfvq_latents, gen(6))
         curve = SFVQ(cfg.sfvq_vertices, w_fit.shape[1])
-        log = curve.fit(w_fit, epochs_per_stage=cfg.sfvq_epochs, progress=progress, generator=gen(7))
+        # the fit's own progress only where the demo's bar shows too (a terminal, not quiet), so nothing is
+        # printed into a log
+        shown = progress and not _progress.is_quiet() and _progress._stderr_is_terminal()
+        log = curve.fit(w_fit, epochs_per_stage=cfg.sfvq_epochs, progress=shown, generator=gen(7))
         curve.save(tmp / "sfvq_curve.pt")
         seg_len = curve.directions(normalize=False).norm(dim=1).detach()
         top_segments = seg_len.argsort(descending=True)[: cfg.k]

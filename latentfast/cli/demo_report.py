@@ -16,8 +16,9 @@ def _captions(r: dict) -> dict:
     wp = r["warpage"]
     it = r.get("iterative", {})
     purity = (" Under each label ('bench:'), the factor that direction changes most on the factor benchmark's "
-              "held-out latents, with its purity; for Local Basis that is direction #i averaged over those latents, "
-              "so it need not match the edit shown at this one." if r.get("factor_benchmark") else "")
+              "held-out latents, with its purity." if r.get("factor_benchmark") else "")
+    lb_note = (" For Local Basis that is direction #i averaged over those latents, so it need not match the edit "
+               "shown at this one." if r.get("factor_benchmark") else "")
     return {
         "traversal_linear.png":
             f"Linear edits w + α·d along the top {c['k']} directions of each method — Local Basis (each latent's "
@@ -26,7 +27,7 @@ def _captions(r: dict) -> dict:
             "half the RMS spread of W). The framed centre column is the unedited image; under every row of edits, "
             "|edited − original| ×2 (black: unchanged, yellow: changed by half the range or more). Row "
             "labels: index and singular value σ (LB, at that latent), standard deviation (GANSpace) or eigenvalue "
-            f"(SeFa).{purity} Look for rows that change one thing (position, size, colour) and whose difference "
+            f"(SeFa).{purity}{lb_note} Look for rows that change one thing (position, size, colour) and whose difference "
             "map stays on the object or on the background.",
         "traversal_iterative.png":
             "Left: the linear Local Basis edits of the first figure. Middle: the paper's iterative curve traversal "
@@ -96,9 +97,12 @@ def report_blocks(r: dict) -> List[Block]:
     figs = r.get("figures", {})
     fig = lambda name: [("fig", name, figs[name]["alt"], cap.get(name, ""))] if name in figs else []  # noqa: E731
     t = r["timings_s"]
+    load = r.get("load_average")
     B: List[Block] = [("h", 1, "latentfast demo report"),
-                      ("p", f"latentfast {r['latentfast']}, torch {r['torch']}, python {r['python']}; "
-                            f"total {t['total']:.1f} s.")]
+                      ("p", f"latentfast {r['latentfast']}, torch {r['torch']} (torch threads "
+                            f"{r.get('torch_threads', '?')}), python {r['python']}; total {t['total']:.1f} s"
+                            + (f" (load average {load[0]:.1f} at the start, {r.get('cpu_count')} CPUs: the "
+                               "machine was shared, times are wall clock)" if load else "") + ".")]
     B += [("h", 2, "Traversals")] + fig("traversal_linear.png") + fig("traversal_iterative.png")
     lbr = r["local_basis"]
     B.append(("p", f"Local Basis ({lbr['method']}, k = {lbr['k']}): singular values at base latent 0: "
