@@ -22,6 +22,7 @@ from typing import Dict, Optional
 
 import torch
 
+from ._progress import progress as progress_bar
 from .localbasis import local_basis
 
 Tensor = torch.Tensor
@@ -47,11 +48,13 @@ def _factor_changes(G, predictor, w: Tensor, directions: Tensor, A: float, names
 
 
 def factor_benchmark(G, f, methods: Dict[str, Optional[Tensor]], *, k: int, edit_size: float,
-                     num_latents: int = 64, seed: int = 1, predictor=None, method: str = "auto") -> dict:
+                     num_latents: int = 64, seed: int = 1, predictor=None, method: str = "auto",
+                     progress: bool = False) -> dict:
     """Measure the factors each method's top-k directions change; see the module docstring.
 
     methods: name -> (k', d) unit directions in W (global methods), or None for Local Basis (computed per latent
-    from f with ``method``).  Returns a JSON-ready dict.
+    from f with ``method``).  ``progress``: a bar over the directions (see :mod:`latentfast._progress`).
+    Returns a JSON-ready dict.
     """
     from .models.default.factors import load_factor_predictor
     from .models.default.scenes import CONTINUOUS_FACTORS
@@ -64,23 +67,30 @@ def factor_benchmark(G, f, methods: Dict[str, Optional[Tensor]], *, k: int, edit
     out = {"description": __doc__.split("Protocol")[0].strip().splitlines()[0],
            "edit_size": edit_size, "num_latents": num_latents, "seed": 10_000 + seed, "factors": list(names),
            "methods": {}}
-    for name, dirs in methods.items():
-        if dirs is None:
-            lb = local_basis(f, z, k, method, generator=torch.Generator().manual_seed(seed))
-            per_dir = [lb.basis[:, :, i] for i in range(k)]
-        else:
-            dirs = dirs[:k] / dirs[:k].norm(dim=1, keepdim=True)
-            per_dir = [dirs[i].expand_as(w) for i in range(dirs.shape[0])]
-        change = torch.stack([_factor_changes(G, predictor, w, d, edit_size, names).mean(0) for d in per_dir])
-        cont = change[:, 1:]  # continuous factors; column 0 is the shape
-        total = cont.sum(1)
-        purity = cont.max(1).values / total.clamp_min(1e-12)
-        out["methods"][name] = {
-            "mean_purity": float(purity.mean()),
-            "purity": [round(float(p), 4) for p in purity],
-            "dominant_factor": [CONTINUOUS_FACTORS[int(i)] for i in cont.argmax(1)],
-            "effect": [round(float(t), 4) for t in total],
-            "shape_change": [round(float(c), 4) for c in change[:, 0]],
-            "change": [[round(float(c), 4) for c in row] for row in change],
-        }
+    n_dirs = sum(k if d is None else min(k, d.shape[0]) for d in methods.values())
+    with progress_bar(total=n_dirs, desc="factor benchmark", unit="direction", enabled=progress) as bar:
+        for name, dirs in methods.items():
+            bar.set_postfix_str(name)
+            if dirs is None:
+                lb = local_basis(f, z, k, method, generator=torch.Generator().manual_seed(seed))
+                per_dir = [lb.basis[:, :, i] for i in range(k)]
+            else:
+                dirs = dirs[:k] / dirs[:k].norm(dim=1, keepdim=True)
+                per_dir = [dirs[i].expand_as(w) for i in range(dirs.shape[0])]
+            rows = []
+            for d in per_dir:
+                rows.append(_factor_changes(G, predictor, w, d, edit_size, names).mean(0))
+                bar.update()
+            change = torch.stack(rows)
+            cont = change[:, 1:]  # continuous factors; column 0 is the shape
+            total = cont.sum(1)
+            purity = cont.max(1).values / total.clamp_min(1e-12)
+            out["methods"][name] = {
+                "mean_purity": float(purity.mean()),
+                "purity": [round(float(p), 4) for p in purity],
+                "dominant_factor": [CONTINUOUS_FACTORS[int(i)] for i in cont.argmax(1)],
+                "effect": [round(float(t), 4) for t in total],
+                "shape_change": [round(float(c), 4) for c in change[:, 0]],
+                "change": [[round(float(c), 4) for c in row] for row in change],
+            }
     return out

@@ -207,7 +207,7 @@ def run_demo(out, *, quick: bool = False, overwrite: bool = False, progress: boo
             if sefa is not None:
                 methods["SeFa"] = sefa.directions
             fb = factor_benchmark(G, f, methods, k=cfg.k, edit_size=A, num_latents=cfg.factor_latents,
-                                  seed=cfg.seed + 1, method=method)
+                                  seed=cfg.seed + 1, method=method, progress=shown)
             report["factor_benchmark"] = fb
 
         # 4. linear traversals side by side ---------------------------------------------------------------------
