@@ -45,9 +45,10 @@ def bar_plot(report: dict, path: Path) -> None:
                Patch(color=COLORS["floor"], label="floor (bare GEMM)"), Line2D([], [], color="tab:red", lw=2.5, label="target")]
     ax.axvline(1.0, color="k", lw=1)
     ax.set_xscale("log")
+    ax.set_xlim(right=3 * max(ratios + [m for ms in marks for m in ms] + [1.0]))  # room for the labels
     ax.set_yticks(y, labels, fontsize=8)
     ax.set_xlabel("speedup over the official approach (baseline time / row time, per item; log scale)")
-    ax.set_title(f"latentfast vs the official codes' approach ({p['device']}, {p['mode']}, {p['cpu_model']}, "
+    ax.set_title(f"latentfast vs the official codes' approach ({p['device']}, {p['mode']}, {p.get('gpu') or p['cpu_model']}, "
                  f"torch threads {p['torch_threads']}; commit {p['git_commit'][:12]})", fontsize=9)
     ax.grid(alpha=0.3, axis="x")
     ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=4)
