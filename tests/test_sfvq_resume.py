@@ -119,6 +119,8 @@ def test_resume_refuses_other_fits(tmp_path):
         _fit(None, checkpoint_every=3)
     with pytest.raises(ValueError, match="checkpoint_every"):
         _fit(tmp_path / "x.ckpt", checkpoint_every=0)
+    with pytest.raises(ValueError, match="checkpoint: parent directory .* does not exist"):
+        _fit(tmp_path / "no" / "x.ckpt")
     data = bytearray(path.read_bytes())
     data[len(data) // 3] ^= 1
     path.write_bytes(bytes(data))

@@ -127,7 +127,8 @@ class Latents:
         total = torch.zeros(1, dtype=torch.float64)
         with torch.no_grad():
             for r in self.chunks():
-                total += segment_assign(self.rows(r), curve, chunk_size=chunk_size).distance_sq.to(torch.float64).sum().cpu()
+                d = segment_assign(self.rows(r), curve, chunk_size=chunk_size).distance_sq
+                total += d.to(torch.float64).sum().cpu()
         self.comm.sum_(total)
         return unscale_sq(float(total) / self.n, self.shift)
 

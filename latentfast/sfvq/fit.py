@@ -52,11 +52,12 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import List, Optional, Tuple
 
 import torch
 
-from .. import _checks
+from .. import _checks, _io
 from ..ops.segment_assign import nearest_point
 from . import _files
 from . import checkpoint as _ckpt
@@ -457,6 +458,8 @@ def fit_sfvq(
             return _ckpt.load(path, config, fingerprint)
         if path is not None and os.path.exists(path):
             raise ValueError(f"checkpoint: {path!r} exists; pass resume=True to continue that fit, or remove it")
+        if path is not None:  # fail now, not at the first checkpoint after minutes of training
+            _io.check_writable_parent("checkpoint", Path(path))
         return None
 
     saved = _on_all_ranks(comm, "checkpoint", _load)

@@ -85,8 +85,9 @@ class SFVQ(nn.Module):
 
         Starts from the latents' norm-quartile means (``init="data"``; the published train.py starts from
         those of Gaussian noise, ``init="randn"``; the current vertices are not used), grows
-        4 -> 8 -> ... -> num_vertices and replaces ``vertices`` with the result, on the latents' device and in their dtype (float32 for half
-        precision); the module gets a new ``vertices`` Parameter (re-create optimizers that held the old one).
+        4 -> 8 -> ... -> num_vertices and replaces ``vertices`` with the result, on the latents' device and in
+        their dtype (float32 for half precision); the module gets a new ``vertices`` Parameter (re-create
+        optimizers that held the old one).
         ``batch_size`` above 64 takes fewer steps per epoch: with the same ``lr`` the curve is worse (measured
         on 2^15 latents: +5 % MSE at 4096 for Gaussian data, 2x for a noisy curve); scaling ``lr`` by
         sqrt(batch_size / 64) recovers it to within 0.2-3 % up to 1024.  ``shuffle`` permutes the latents every
