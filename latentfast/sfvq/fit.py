@@ -1,10 +1,16 @@
 """The SFVQ training recipe (Vali & Bäckström): quartile start, doubling stages, dithered nearest-point training.
 
-Recipe, as the authors run it (their defaults are ours):
+Recipe (the authors' defaults are ours):
 
-* **Start.** Sort the latents by Euclidean norm, cut the sorted list into 4 equal groups (``N // 4`` rows each;
-  the last ``N % 4`` rows of the sorted list are left out, as in the authors' code) and take the group means as
-  the first 4 vertices.  The curve therefore starts near the smallest latents and ends near the largest.
+* **Start** (``init="data"``, the default).  Sort the latents by Euclidean norm, cut the sorted list into 4
+  equal groups (``N // 4`` rows each; the last ``N % 4`` rows of the sorted list are left out, as in the
+  authors' ``codebook_initialization``) and take the group means as the first 4 vertices.  The curve therefore
+  starts near the smallest latents and ends near the largest.  The authors' published train.py applies that
+  function to ``torch.randn(10000, D)``, not to the data; ``init="randn"`` reproduces that (drawn from the
+  fit's generator).  Measured on 16,384 W latents of the embedded generator (D = 64, the defaults below,
+  generator seeds 0-2), the random start ends with a mean squared distance 6.4-8.4 % larger than the data start
+  at M = 16 and 3.0-3.9 % larger at M = 32 (``python -m benchmarks.sfvq_init``, results in
+  benchmarks/results/sfvq_init_cpu.txt).
 * **Stages.** 4 -> 8 -> 16 -> ... vertices.  Growing keeps the curve: every old vertex i stays and gets a twin
   on its own curve, 1 % (``twin_eps``) of the way along a neighbouring segment; in the first half of the curve
   the twin goes toward the next vertex (fractional index i + eps), in the second half toward the previous one
@@ -27,20 +33,36 @@ Choices where the authors' code has none:
 * Fewer latents than ``batch_size``: one batch of all of them per epoch (the authors' loop would train on none).
 
 Memory: the nearest dithered point comes from :func:`latentfast.nearest_point` (chunked, exact); nothing of
-size N x D x M is ever allocated.
+size N x D x M is ever allocated, and the latents are read a batch at a time (a memory-mapped ``.npy`` works).
+
+Scale: latents whose largest magnitude is outside [2^-20, 2^20] are trained on as latents * 2^s, s the
+power of two that brings it into [0.5, 1) (exact), and the vertices and every reported loss are scaled back
+exactly; ``lr`` then counts in those units.  Inside that range the latents are used as given.  Without this,
+1e20-scale float32 data overflow (inf losses) and 1e-20-scale data underflow (zero losses, no learning).
+
+Resuming and many processes: see :func:`fit_sfvq` (``checkpoint``, ``resume``, ``process_group``) and
+:mod:`latentfast.sfvq.checkpoint`.
 """
 from __future__ import annotations
 
 import math
+import os
+import signal
 import sys
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import List, Optional, Tuple
 
 import torch
 
-from .. import _checks
-from ..ops.segment_assign import nearest_point, segment_assign
+from .. import _checks, _io
+from ..ops.segment_assign import nearest_point
+from . import _files
+from . import checkpoint as _ckpt
+from ._data import Latents, group_means, ldexp, unscale_sq
+from .distributed import Comm, split
 
 Tensor = torch.Tensor
 
@@ -72,6 +94,14 @@ class SFVQStageLog:
     initial_vertices: Optional[Tensor] = None
     final_vertices: Optional[Tensor] = None
 
+    def to_dict(self) -> dict:
+        """Plain containers and tensors (what SFVQ files and checkpoints hold)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SFVQStageLog":
+        return cls(**{f.name: d[f.name] for f in fields(cls)})
+
 
 @dataclass
 class SFVQTrainingLog:
@@ -79,13 +109,39 @@ class SFVQTrainingLog:
 
     mean_distance_sq: mean over all latents of the squared distance to the final curve (exact nearest point on
                       any segment, via :func:`latentfast.segment_assign`); divide by D for a per-entry MSE
-    seconds:          wall-clock training time
+    seconds:          wall-clock training time (summed over resumed runs)
+    init:             "data" or "randn" (the start)
+    scale_log2:       s: the fit ran on latents * 2^s (0 unless their magnitude is extreme; see the module doc)
+    world_size:       processes of the (last) run; rows_per_rank: rows of each global batch per rank
+    runs:             one dict per run (the first, then each resume): world_size, rows_per_rank, first_step,
+                      steps — so a file shows how its curve was made
     """
 
     stages: List[SFVQStageLog] = field(default_factory=list)
     mean_distance_sq: float = float("nan")
     batch_size: int = 0
     seconds: float = 0.0
+    init: str = "data"
+    scale_log2: int = 0
+    world_size: int = 1
+    rows_per_rank: List[int] = field(default_factory=list)
+    runs: List[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """Plain containers and tensors (what SFVQ files and checkpoints hold)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["stages"] = [s.to_dict() for s in self.stages]
+        d["runs"] = [dict(r) for r in self.runs]
+        d["rows_per_rank"] = list(self.rows_per_rank)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SFVQTrainingLog":
+        kw = {f.name: d[f.name] for f in fields(cls)}
+        kw["stages"] = [SFVQStageLog.from_dict(s) for s in d["stages"]]
+        kw["runs"] = [dict(r) for r in d["runs"]]
+        kw["rows_per_rank"] = list(d["rows_per_rank"])
+        return cls(**kw)
 
     @property
     def final_loss(self) -> float:
@@ -118,15 +174,15 @@ def initial_vertices(latents: Tensor, num: int = START_VERTICES) -> Tensor:
     """Means of ``num`` equal groups of the latents sorted by norm: (num, D), in the latents' dtype.
 
     Each group has ``N // num`` rows; the last ``N % num`` rows of the sorted order are not used (as in the
-    authors' initialisation).  Needs N >= num.  A stable sort makes ties in the norm deterministic.
+    authors' initialisation).  Needs N >= num.  A stable sort makes ties in the norm deterministic; the sums
+    run in float64.
     """
     n = latents.shape[0]
     if n < num:
         raise ValueError(f"latents: expected at least {num} rows to form the {num} starting vertices, got {n}")
-    order = torch.sort(torch.linalg.vector_norm(latents, dim=1), stable=True).indices
-    hop = n // num
-    groups = latents[order[: hop * num]].reshape(num, hop, latents.shape[1])
-    return groups.mean(dim=1)
+    norms = torch.linalg.vector_norm(latents, dim=1)
+    return group_means(norms, num, lambda: [(slice(0, n), latents)], latents.shape[1], Comm(None),
+                       latents.device).to(latents.dtype)
 
 
 def twin_positions(old: int, new: int, eps: float = TWIN_EPS) -> Tensor:
@@ -196,6 +252,11 @@ def _draw_uniform(n: int, generator: Optional[torch.Generator], device, dtype) -
     return torch.rand(n, generator=generator, device=generator.device, dtype=dtype).to(device)
 
 
+def _draw_normal(shape, generator: torch.Generator) -> Tensor:
+    """float32 N(0, 1) of ``shape`` on the CPU, drawn on the generator's device (the published start's data)."""
+    return torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32).cpu()
+
+
 def _draw_permutation(n: int, generator: Optional[torch.Generator], device) -> Tensor:
     if generator is None:
         return torch.randperm(n, device=device)
@@ -231,19 +292,73 @@ def _adam(vertices: Tensor, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam([vertices], lr=lr)
 
 
-def validate_latents(latents, dim: Optional[int] = None) -> Tensor:
-    """(N, D) finite floating tensor with N >= 1 (and D == dim when given); float16/bfloat16 become float32."""
-    latents = _checks.as_tensor("latents", latents)
-    _checks.check_ndim("latents", latents, 2, "(N, D)")
-    _checks.check_floating("latents", latents)
-    _checks.check_nonempty("latents", latents, 0, "set of latents")
-    if dim is not None and latents.shape[1] != dim:
-        raise ValueError(f"latents: expected width D = {dim} (the model's dim), got shape {tuple(latents.shape)}")
-    _checks.check_finite("latents", latents)
-    if latents.dtype in (torch.float16, torch.bfloat16):
-        latents = latents.float()
-    # training must not push gradients into a caller's tensor that happens to require them
-    return latents.detach()
+class _Interrupt:
+    """While active (main thread only), SIGINT sets ``raised`` instead of raising: the fit finishes its step,
+    writes the checkpoint and raises KeyboardInterrupt itself.  A second SIGINT raises at once."""
+
+    def __init__(self, enabled: bool):
+        self.raised = False
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self._previous = None
+
+    def _handle(self, signum, frame):
+        if self.raised:
+            raise KeyboardInterrupt
+        self.raised = True
+
+    def __enter__(self):
+        if self.enabled:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def _dp_step(vertices: Tensor, optimizer, x: Tensor, lam: Tensor, global_rows: int, comm: Comm, stop: bool, *,
+             chunk_size: Optional[int] = None) -> Tuple[Tensor, Tensor, bool]:
+    """:func:`train_step` of one rank of a process group: x is this rank's part of a global batch of
+    ``global_rows`` rows.  Its loss is its squared errors over global_rows x D, so the all-reduced gradient
+    sum is the gradient of the global batch MSE; one all-reduce carries the gradient, the loss, the segment
+    counts and the ranks' stop flags.  Returns (global loss, global segment counts (M - 1,) int64, stop)."""
+    m, d = vertices.shape
+    a = vertices[:-1]
+    dithered = a + lam.unsqueeze(1) * (vertices[1:] - a)
+    with torch.no_grad():
+        idx = nearest_point(x, dithered.detach(), chunk_size=chunk_size).index
+    loss = (dithered[idx] - x).pow(2).sum() / (global_rows * d)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    flag = torch.tensor([1.0 if stop else 0.0], dtype=vertices.dtype, device=vertices.device)
+    buf = torch.cat([vertices.grad.reshape(-1), loss.detach().reshape(1),
+                     torch.bincount(idx, minlength=m - 1).to(vertices.dtype), flag])
+    comm.sum_(buf)
+    md = m * d
+    vertices.grad.copy_(buf[:md].view(m, d))
+    optimizer.step()
+    return buf[md], buf[md + 1: md + m].round().to(torch.int64), bool(buf[-1] > 0)
+
+
+def _check_float(name: str, value, ok) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
+        raise ValueError(f"{name}: expected {'a finite positive number' if name == 'lr' else 'a number in (0, 0.5)'}"
+                         f", got {value!r}")
+    return float(value)
+
+
+def _on_all_ranks(comm: Comm, name: str, fn):
+    """Run ``fn``; a ValueError on any rank becomes a ValueError on every rank (none is left waiting)."""
+    if not comm.active:
+        return fn()
+    out, error = None, None
+    try:
+        out = fn()
+    except ValueError as e:
+        error = str(e)
+    comm.agree(error, name)
+    return out
 
 
 def fit_sfvq(
@@ -258,74 +373,217 @@ def fit_sfvq(
     generator: Optional[torch.Generator] = None,
     twin_eps: float = TWIN_EPS,
     chunk_size: Optional[int] = None,
+    checkpoint=None,
+    checkpoint_every: Optional[int] = None,
+    resume: bool = False,
+    init: str = "data",
+    process_group=None,
+    dim: Optional[int] = None,
 ):
     """Train an SFVQ curve of ``num_vertices`` vertices on ``latents`` (N, D); see the module docstring.
 
+    latents: (N, D) floating tensor, numpy array or memory-mapped ``.npy`` (``np.load(p, mmap_mode="r")``: read
+    a batch at a time, never copied whole); ``dim``: required D (used by :meth:`SFVQ.fit`).
     Returns ``(vertices, log)``: vertices (num_vertices, D) detached, on the latents' device, in their dtype
-    (float32 for float16/bfloat16 input), and an :class:`SFVQTrainingLog`.  Randomness (the dither, and the
-    epoch permutation when ``shuffle``) comes only from ``generator`` when given, so a generator seeded the
-    same way gives bitwise the same curve on the same machine and backend.
+    (float32 for float16/bfloat16 input), and an :class:`SFVQTrainingLog`.  Randomness (the start for
+    ``init="randn"``, the dither, the epoch permutation when ``shuffle``) comes only from ``generator`` when
+    given (else from a generator seeded by torch's global RNG), so a generator seeded the same way gives
+    bitwise the same curve on the same machine and backend.
+
+    init: ``"data"`` (4 norm-quartile means of the latents) or ``"randn"`` (the published train.py: the same
+    means of ``torch.randn(10000, D)``, drawn from the generator).
+    checkpoint: path of the training state, written atomically (and checksummed) every ``checkpoint_every``
+    steps when given, at every epoch and stage end, and on KeyboardInterrupt (SIGINT lets the step finish,
+    writes the state of the last completed step, then re-raises KeyboardInterrupt).  ``resume=True``
+    continues from it, bit-identical to a fit that never stopped; without ``resume`` an existing checkpoint
+    file is refused.
+    process_group: a ``torch.distributed`` group, or None for the default group when one is initialised:
+    every rank passes the same latents (a memory map keeps each rank reading only its rows), takes its
+    contiguous part of every global batch of ``batch_size`` rows, and the gradient sums are all-reduced, so
+    the fit equals one process's; only rank 0 writes files and prints.
     Raises ValueError/TypeError naming the argument for bad shapes, NaN/Inf, too few latents (N < 4, or
-    N < num_vertices when num_vertices < 4), bad counts or a generator that is not a ``torch.Generator``.
+    N < num_vertices when num_vertices < 4), bad counts, a generator that is not a ``torch.Generator``, or a
+    checkpoint that is missing, corrupt or for other arguments or latents.
     """
     num_vertices = _checks.check_int("num_vertices", num_vertices, low=2)
     epochs = _checks.check_int("epochs_per_stage", epochs_per_stage, low=1)
     batch_size = _checks.check_int("batch_size", batch_size, low=1)
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr: expected a finite positive number, got {lr!r}")
-    if isinstance(twin_eps, bool) or not isinstance(twin_eps, (int, float)) or not 0 < twin_eps < 0.5:
-        raise ValueError(f"twin_eps: expected a number in (0, 0.5), got {twin_eps!r}")
+    lr = _check_float("lr", lr, lambda v: v > 0)
+    twin_eps = _check_float("twin_eps", twin_eps, lambda v: 0 < v < 0.5)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator: expected a torch.Generator or None, got an object of type "
                         f"{type(generator).__name__}")
-    latents = validate_latents(latents)
-    device, dtype = latents.device, latents.dtype
-    n = latents.shape[0]
+    _checks.check_choice("init", init, ["data", "randn"])
+    if checkpoint_every is not None:
+        checkpoint_every = _checks.check_int("checkpoint_every", checkpoint_every, low=1)
+    if checkpoint is None and (checkpoint_every is not None or resume):
+        raise ValueError(f"checkpoint: expected a path when {'resume=True' if resume else 'checkpoint_every'} "
+                         f"is given, got None")
+    if not isinstance(resume, bool):
+        raise TypeError(f"resume: expected True or False, got {resume!r}")
+    path = os.fspath(checkpoint) if checkpoint is not None else None
 
-    sizes = stage_sizes(num_vertices)
-    log = SFVQTrainingLog(batch_size=min(batch_size, n))
-    start = time.perf_counter()
+    comm = Comm.of(process_group)
+    data = Latents(latents, dim, comm)
+    n, dtype, device, shift = data.n, data.dtype, data.device, data.shift
     bsz = min(batch_size, n)
     num_batches = n // bsz  # remainder dropped, as in the authors' loop
-    curve = initial_vertices(latents, sizes[0])
+    if bsz < comm.world_size:
+        raise ValueError(f"batch_size: expected at least one row per process ({comm.world_size}), got {bsz}")
+    part = split(bsz, comm.world_size, comm.rank)
+    rows_per_rank = [split(bsz, comm.world_size, r).stop - split(bsz, comm.world_size, r).start
+                     for r in range(comm.world_size)]
+    gen = generator
+    if gen is None:
+        gen = torch.Generator().manual_seed(int(torch.randint(0, 2 ** 62, (1,))))
+    if comm.active:  # one dither for all ranks: rank 0's generator
+        state = gen.get_state()
+        comm.broadcast_(state)
+        gen.set_state(state)
 
-    for stage_no, m in enumerate(sizes):
-        if m != curve.shape[0]:
-            curve = grow(curve, m, twin_eps)
-        stage = SFVQStageLog(num_vertices=m, initial_vertices=curve.detach().cpu().clone())
-        vertices = curve.detach().clone().requires_grad_(True)
-        optimizer = _adam(vertices, lr)
-        seg_counts = torch.zeros(m - 1, dtype=torch.int64, device=device)
-        for epoch in range(epochs):
-            for group in optimizer.param_groups:
-                group["lr"] = _lr_at_epoch(lr, epoch, epochs)
-            order = _draw_permutation(n, generator, device) if shuffle else None
-            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-            perp_sum = torch.zeros((), dtype=torch.float64, device=device)
-            for b in range(num_batches):
-                rows = slice(b * bsz, (b + 1) * bsz)
-                x = latents[order[rows]] if order is not None else latents[rows]
-                lam = _draw_uniform(m - 1, generator, device, dtype)
-                loss, idx = train_step(vertices, optimizer, x, lam, chunk_size=chunk_size)
-                with torch.no_grad():
-                    counts = torch.bincount(idx, minlength=m - 1)
-                    seg_counts += counts
-                    loss_sum += loss.detach().to(torch.float64)
-                    perp_sum += _perplexity(counts)
-            stage.loss.append(float(loss_sum) / num_batches)
-            stage.perplexity.append(float(perp_sum) / num_batches)
-            if progress:
-                print(f"sfvq: stage {stage_no + 1}/{len(sizes)} (M={m}) epoch {epoch + 1}/{epochs} "
-                      f"loss {stage.loss[-1]:.6g} perplexity {stage.perplexity[-1]:.4g}", file=sys.stderr, flush=True)
-        curve = vertices.detach()
-        seg = seg_counts.cpu()
-        stage.segment_counts = seg
-        stage.vertex_counts = torch.cat([seg, seg.new_zeros(1)]) + torch.cat([seg.new_zeros(1), seg])
-        stage.final_vertices = curve.cpu().clone()
-        log.stages.append(stage)
+    sizes = stage_sizes(num_vertices)
+    config = {"num_vertices": num_vertices, "epochs_per_stage": epochs, "batch_size": bsz, "lr": lr,
+              "shuffle": bool(shuffle), "twin_eps": twin_eps, "init": init, "dtype": str(dtype),
+              "scale_log2": shift}
+    fingerprint = data.fingerprint()
+    if comm.active:
+        mine = torch.tensor(list(bytes.fromhex(_files.checksum({"c": config, "l": fingerprint}))),
+                            dtype=torch.float64)
+        ref = comm.broadcast_(mine.clone())
+        comm.agree(None if torch.equal(mine, ref) else
+                   f"process_group: rank {comm.rank}'s fit arguments or latents differ from rank 0's", "process_group")
 
-    log.seconds = time.perf_counter() - start
-    with torch.no_grad():
-        log.mean_distance_sq = float(segment_assign(latents, curve, chunk_size=chunk_size).distance_sq
-                                     .to(torch.float64).mean())
-    return curve, log
+    def _load():
+        if resume:
+            return _ckpt.load(path, config, fingerprint)
+        if path is not None and os.path.exists(path):
+            raise ValueError(f"checkpoint: {path!r} exists; pass resume=True to continue that fit, or remove it")
+        if path is not None:  # fail now, not at the first checkpoint after minutes of training
+            _io.check_writable_parent("checkpoint", Path(path))
+        return None
+
+    saved = _on_all_ranks(comm, "checkpoint", _load)
+    log = SFVQTrainingLog(batch_size=bsz, init=init, scale_log2=shift)
+    started, epoch, batch, step = False, 0, 0, 0
+    stage_no = 0
+    if saved is not None:
+        log = SFVQTrainingLog.from_dict(saved["log"])
+        gen.set_state(saved["generator"])
+        stage_no, started, epoch, batch, step = (int(saved["stage"]), bool(saved["stage_started"]),
+                                                 int(saved["epoch"]), int(saved["batch"]), int(saved["step"]))
+        curve = saved["curve"].to(device=device, dtype=dtype)
+    elif init == "data":
+        curve = data.start_vertices(sizes[0])
+    else:
+        curve = ldexp(initial_vertices(_draw_normal((10000, data.d), gen)).to(device=device, dtype=dtype), shift)
+    log.world_size, log.rows_per_rank = comm.world_size, rows_per_rank
+    run = {"world_size": comm.world_size, "rows_per_rank": rows_per_rank, "first_step": step, "steps": 0}
+    log.runs.append(run)
+    seconds_before, t0 = log.seconds, time.perf_counter()
+    stage = vertices = optimizer = seg_counts = gen_epoch = None
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    perp_sum = torch.zeros((), dtype=torch.float64, device=device)
+    in_step, saved_at = False, None
+
+    def save():
+        nonlocal saved_at
+        saved_at = step
+        if path is None or comm.rank != 0:
+            return
+        log.seconds = seconds_before + time.perf_counter() - t0
+        _ckpt.save(path, {
+            "config": config, "latents": fingerprint, "stage": stage_no, "stage_started": started,
+            "epoch": epoch, "batch": batch, "step": step,
+            "curve": (vertices.detach() if started else curve).cpu().clone(),
+            "optimizer": optimizer.state_dict() if started else None,
+            "generator": gen.get_state(), "generator_epoch": gen_epoch if started else None,
+            "stage_log": stage.to_dict() if started else None,
+            "seg_counts": seg_counts.cpu() if started else None,
+            "loss_sum": loss_sum.cpu(), "perp_sum": perp_sum.cpu(), "log": log.to_dict()})
+
+    with _Interrupt(path is not None) as interrupt:
+        try:
+            while stage_no < len(sizes):
+                m = sizes[stage_no]
+                if not started:
+                    if m != curve.shape[0]:
+                        curve = grow(curve, m, twin_eps)
+                    stage = SFVQStageLog(num_vertices=m, initial_vertices=ldexp(curve.detach(), -shift).cpu().clone())
+                    vertices = curve.detach().clone().requires_grad_(True)
+                    optimizer = _adam(vertices, lr)
+                    seg_counts = torch.zeros(m - 1, dtype=torch.int64, device=device)
+                    started, epoch, batch = True, 0, 0
+                else:  # resumed inside this stage
+                    stage = SFVQStageLog.from_dict(saved["stage_log"])
+                    vertices = curve.detach().clone().requires_grad_(True)
+                    optimizer = _adam(vertices, lr)
+                    optimizer.load_state_dict(saved["optimizer"])
+                    seg_counts = saved["seg_counts"].to(device)
+                    loss_sum, perp_sum = saved["loss_sum"].to(device), saved["perp_sum"].to(device)
+                    gen_epoch = saved["generator_epoch"]
+                saved = None
+                while epoch < epochs:
+                    for group in optimizer.param_groups:
+                        group["lr"] = _lr_at_epoch(lr, epoch, epochs)
+                    if batch == 0:
+                        gen_epoch = gen.get_state()
+                        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+                        perp_sum = torch.zeros((), dtype=torch.float64, device=device)
+                        order = _draw_permutation(n, gen, device) if shuffle else None
+                    elif shuffle:  # re-draw this epoch's permutation from the epoch's starting state
+                        now = gen.get_state()
+                        gen.set_state(gen_epoch)
+                        order = _draw_permutation(n, gen, device)
+                        gen.set_state(now)
+                    else:
+                        order = None
+                    while batch < num_batches:
+                        rows = slice(batch * bsz + part.start, batch * bsz + part.stop)
+                        x = data.rows(order[rows] if order is not None else rows)
+                        lam = _draw_uniform(m - 1, gen, device, dtype)
+                        in_step = True
+                        if comm.active:
+                            loss, counts, stop = _dp_step(vertices, optimizer, x, lam, bsz, comm, interrupt.raised,
+                                                          chunk_size=chunk_size)
+                        else:
+                            loss, idx = train_step(vertices, optimizer, x, lam, chunk_size=chunk_size)
+                            counts = torch.bincount(idx, minlength=m - 1)
+                            stop = interrupt.raised
+                        with torch.no_grad():
+                            seg_counts += counts
+                            loss_sum += loss.detach().to(torch.float64)
+                            perp_sum += _perplexity(counts)
+                        batch, step = batch + 1, step + 1
+                        run["steps"] += 1
+                        in_step = False
+                        if stop:
+                            save()
+                            raise KeyboardInterrupt
+                        if checkpoint_every is not None and step % checkpoint_every == 0:
+                            save()
+                    stage.loss.append(unscale_sq(float(loss_sum) / num_batches, shift))
+                    stage.perplexity.append(float(perp_sum) / num_batches)
+                    if progress and comm.rank == 0:
+                        print(f"sfvq: stage {stage_no + 1}/{len(sizes)} (M={m}) epoch {epoch + 1}/{epochs} "
+                              f"loss {stage.loss[-1]:.6g} perplexity {stage.perplexity[-1]:.4g}",
+                              file=sys.stderr, flush=True)
+                    epoch, batch = epoch + 1, 0
+                    if epoch < epochs:
+                        save()
+                curve = vertices.detach()
+                seg = seg_counts.cpu()
+                stage.segment_counts = seg
+                stage.vertex_counts = torch.cat([seg, seg.new_zeros(1)]) + torch.cat([seg.new_zeros(1), seg])
+                stage.final_vertices = ldexp(curve, -shift).cpu().clone()
+                log.stages.append(stage)
+                stage_no, started = stage_no + 1, False
+                save()
+        except KeyboardInterrupt:
+            # a step cut short may have changed the vertices or the optimizer: then the last checkpoint stands
+            if path is not None and not in_step and saved_at != step:
+                save()
+            raise
+
+    log.seconds = seconds_before + time.perf_counter() - t0
+    log.mean_distance_sq = data.mean_distance_sq(curve, chunk_size)
+    return ldexp(curve, -shift), log

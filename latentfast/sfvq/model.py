@@ -4,8 +4,6 @@ from __future__ import annotations
 import math
 import numbers
 import os
-import pickle
-import tempfile
 from typing import Optional, Tuple
 
 import numpy as np
@@ -14,12 +12,13 @@ from torch import nn
 
 from .. import _checks
 from ..ops.segment_assign import SegmentAssignment, segment_assign
+from . import _files
 from . import fit as _fit
 
 Tensor = torch.Tensor
 
 _FORMAT = "latentfast.SFVQ"
-_VERSION = 1
+_VERSION = 2
 
 
 class SFVQ(nn.Module):
@@ -35,6 +34,8 @@ class SFVQ(nn.Module):
         num_vertices = _checks.check_int("num_vertices", num_vertices, low=2)
         dim = _checks.check_int("dim", dim, low=1)
         self.vertices = nn.Parameter(torch.zeros(num_vertices, dim))
+        #: the :class:`SFVQTrainingLog` of the fit that made this curve (kept by :meth:`save`), else None
+        self.training_log: Optional[_fit.SFVQTrainingLog] = None
 
     # -- construction -------------------------------------------------------------------------------------
     @classmethod
@@ -48,7 +49,7 @@ class SFVQ(nn.Module):
         _checks.check_finite("vertices", vertices)
         model = cls(vertices.shape[0], vertices.shape[1])
         model.vertices = nn.Parameter(vertices.detach().clone())
-        return model
+        return model  # training_log None: these vertices come with no record of how they were made
 
     @property
     def num_vertices(self) -> int:
@@ -74,23 +75,36 @@ class SFVQ(nn.Module):
         generator: Optional[torch.Generator] = None,
         twin_eps: float = _fit.TWIN_EPS,
         chunk_size: Optional[int] = None,
+        checkpoint=None,
+        checkpoint_every: Optional[int] = None,
+        resume: bool = False,
+        init: str = "data",
+        process_group=None,
     ) -> "_fit.SFVQTrainingLog":
         """Train the curve on ``latents`` (N, D = dim) with the authors' recipe (see :mod:`latentfast.sfvq.fit`).
 
-        Starts from the latents (the current vertices are not used), grows 4 -> 8 -> ... -> num_vertices and
-        replaces ``vertices`` with the result, on the latents' device and in their dtype (float32 for half
-        precision); the module gets a new ``vertices`` Parameter (re-create optimizers that held the old one).
+        Starts from the latents' norm-quartile means (``init="data"``; the published train.py starts from
+        those of Gaussian noise, ``init="randn"``; the current vertices are not used), grows
+        4 -> 8 -> ... -> num_vertices and replaces ``vertices`` with the result, on the latents' device and in
+        their dtype (float32 for half precision); the module gets a new ``vertices`` Parameter (re-create
+        optimizers that held the old one).
         ``batch_size`` above 64 takes fewer steps per epoch: with the same ``lr`` the curve is worse (measured
         on 2^15 latents: +5 % MSE at 4096 for Gaussian data, 2x for a noisy curve); scaling ``lr`` by
         sqrt(batch_size / 64) recovers it to within 0.2-3 % up to 1024.  ``shuffle`` permutes the latents every
         epoch; ``generator`` makes the run reproducible; ``progress`` prints one line per epoch to stderr.
-        Returns an :class:`SFVQTrainingLog`.  Raises ValueError/TypeError naming the bad argument.
+        ``checkpoint``/``checkpoint_every``/``resume`` make the fit resumable, ``init`` picks the start
+        ("data" or the published script's "randn") and ``process_group`` trains data-parallel: see
+        :func:`latentfast.sfvq.fit.fit_sfvq`.  Returns an :class:`SFVQTrainingLog` (also kept as
+        ``training_log``, and saved with the curve).  Raises ValueError/TypeError naming the bad argument;
+        KeyboardInterrupt is re-raised after the checkpoint is written.
         """
-        latents = _fit.validate_latents(latents, self.dim)
         vertices, log = _fit.fit_sfvq(
             latents, self.num_vertices, epochs_per_stage=epochs_per_stage, batch_size=batch_size, lr=lr,
-            shuffle=shuffle, progress=progress, generator=generator, twin_eps=twin_eps, chunk_size=chunk_size)
+            shuffle=shuffle, progress=progress, generator=generator, twin_eps=twin_eps, chunk_size=chunk_size,
+            checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, init=init,
+            process_group=process_group, dim=self.dim)
         self.vertices = nn.Parameter(vertices.clone())
+        self.training_log = log
         return log
 
     # -- inference ----------------------------------------------------------------------------------------
@@ -192,44 +206,48 @@ class SFVQ(nn.Module):
 
     # -- files ----------------------------------------------------------------------------------------------
     def save(self, path) -> None:
-        """Write the vertices to ``path`` (a torch file holding only a dict of a tensor, strings and an int).
+        """Write the curve to ``path``: its vertices, its training log (when it was fitted) and a checksum.
 
-        Atomic: written to a temporary file in the same folder, flushed to disk, then renamed over ``path``, so
-        a crash never leaves a half-written file under that name.
+        The file is a torch file holding only tensors, numbers, strings and plain containers (format version
+        2: ``{"format": "latentfast.SFVQ", "version": 2, "vertices", "training_log", "checksum"}``, the
+        checksum being the sha256 of every other entry).  Atomic, through :func:`latentfast._io.atomic_write_bytes`:
+        a crash never leaves a half-written file under ``path``.
         """
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        payload = {"format": _FORMAT, "version": _VERSION, "vertices": self.vertices.detach().cpu().contiguous()}
-        fd, tmp = tempfile.mkstemp(prefix=".sfvq-", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(payload, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        log = self.training_log
+        payload = {"format": _FORMAT, "version": _VERSION, "vertices": self.vertices.detach().cpu().contiguous(),
+                   "training_log": log.to_dict() if log is not None else None}
+        _files.write(path, payload, name="path")
 
     @classmethod
     def load(cls, path, *, map_location="cpu") -> "SFVQ":
-        """Read a file written by :meth:`save`.  Safe: ``torch.load(weights_only=True)`` never runs pickled code.
+        """Read a file written by :meth:`save`, verified.  Safe: ``torch.load(weights_only=True)`` runs no code.
 
-        Raises ValueError when the file holds anything other than what :meth:`save` writes (arbitrary pickled
-        objects included) or a curve that is not a finite floating (M >= 2, D) tensor.
+        Version rule: version 2 files must carry a checksum that matches their contents; version 1 files
+        (latentfast before checksums: vertices only) load unverified, with ``training_log = None``; any
+        other version is refused.  Raises ValueError naming ``path`` for an empty, truncated or corrupt file
+        (a checksum mismatch: even one flipped bit), pickled objects other than tensors (refused, never run),
+        a file of another kind, or a curve that is not a finite floating (M >= 2, D) tensor.
         """
         path = os.fspath(path)
+        payload = _files.read(path, _FORMAT, name="path")
+        version = payload.get("version")
+        if version not in (1, _VERSION):
+            raise ValueError(f"path: {path!r} is SFVQ file version {version!r}; this latentfast reads versions 1 "
+                             f"and {_VERSION}")
+        if version == _VERSION and "checksum" not in payload:
+            raise ValueError(f"path: {path!r} is corrupt: an SFVQ version {_VERSION} file without its checksum")
+        vertices = payload.get("vertices")
+        if not isinstance(vertices, Tensor):
+            raise ValueError(f"path: {path!r} is not a latentfast SFVQ file (no 'vertices' tensor, got keys "
+                             f"{sorted(map(str, payload))})")
         try:
-            payload = torch.load(path, map_location=map_location, weights_only=True)
-        except pickle.UnpicklingError as e:
-            raise ValueError(f"path: {path!r} is not a latentfast SFVQ file (refused to unpickle anything other "
-                             f"than tensors and plain containers): {e}") from e
-        if not (isinstance(payload, dict) and payload.get("format") == _FORMAT
-                and isinstance(payload.get("vertices"), Tensor)):
-            raise ValueError(f"path: expected a latentfast SFVQ file (a dict with format {_FORMAT!r} and a "
-                             f"'vertices' tensor), got {type(payload).__name__}"
-                             + (f" with keys {sorted(map(str, payload))}" if isinstance(payload, dict) else ""))
-        if payload.get("version") != _VERSION:
-            raise ValueError(f"path: expected SFVQ file version {_VERSION}, got {payload.get('version')!r}")
-        return cls.from_vertices(payload["vertices"])
+            model = cls.from_vertices(vertices.to(map_location) if map_location is not None else vertices)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"path: {path!r} holds an invalid curve ({e})") from None
+        log = payload.get("training_log")
+        if log is not None:
+            try:
+                model.training_log = _fit.SFVQTrainingLog.from_dict(log)
+            except (TypeError, ValueError, KeyError) as e:
+                raise ValueError(f"path: {path!r} holds an invalid training log ({e})") from None
+        return model
