@@ -4,7 +4,7 @@ No custom CUDA kernels: the fused bias+leaky-ReLU becomes ``u * where(u >= 0, g,
 ``upfirdn2d`` becomes zero-insertion + zero padding + a depthwise ``conv2d`` with the (symmetric) FIR kernel, so
 ``torch.func`` transforms and the hand-written MLP kernels apply.  Numerics follow rosinality/stylegan2-pytorch
 and NVlabs/stylegan2-ada-pytorch, which agree on every operation used here (the loaders in
-:mod:`latentfast.models.loaders` map both checkpoint layouts onto this module).
+:mod:`latentfast.models.loaders` (rosinality, nvidia_pkl) map both checkpoint layouts onto this module).
 
 Shapes: z (B, z_dim), w (B, w_dim), ws (B, num_ws, w_dim), images (B, img_channels, size, size) float32,
 nominally in [-1, 1] (the network output is not clamped, like the originals; :meth:`StyleGAN2Generator.synthesize`
