@@ -6,9 +6,10 @@ Formats, recognised from the file's content (not its name):
   ``input.input``, ``conv1.*``, ``to_rgb1.*``, ``convs.N.*``, ``to_rgbs.N.*``, ``noises.noise_N``) and optionally
   ``"latent_avg"`` and ``"args"``; read with ``torch.load(weights_only=True)``.
 * NVIDIA stylegan2-ada-pytorch / stylegan3 network pickles (``.pkl`` with ``"G_ema"``, :mod:`.nvidia_pkl`): read with the restricted
-  unpickler of :mod:`latentfast.models._safe_pickle` (no NVIDIA code is needed or run).  StyleGAN3 synthesis
-  networks are not supported: they raise, or with ``mapping_only=True`` the mapping network alone is loaded
-  (a :class:`MappingOnlyGenerator` whose ``synthesize`` raises).
+  unpickler of :mod:`latentfast.models._safe_pickle` (no NVIDIA code is needed or run): StyleGAN2 synthesis
+  becomes a StyleGAN2Generator, StyleGAN3-T/-R (:mod:`.nvidia_sg3`) a StyleGAN3Generator, class-conditional
+  mapping networks included; ``mapping_only=True`` loads the mapping network alone (a
+  :class:`MappingOnlyGenerator` whose ``synthesize`` raises) without reading the synthesis network.
 * pytorch-pretrained-BigGAN (:mod:`.biggan`): a directory with ``config.json`` and ``pytorch_model.bin`` (or the ``.bin`` itself
   with ``config.json`` beside it).
 
@@ -64,7 +65,7 @@ def load_generator(path: PathLike, *, device: Union[str, torch.device] = "cpu", 
 
     path:         file (``.pt``/``.pkl``/``.bin``) or a BigGAN directory.
     device:       where the returned module lives.
-    mapping_only: for StyleGAN3 pickles, return a :class:`MappingOnlyGenerator` instead of raising.
+    mapping_only: for NVIDIA pickles, load the mapping network alone (a :class:`MappingOnlyGenerator`).
     biggan_kwargs: class_index, truncation, f_layer for :class:`BigGANGenerator`.
     Returns an ``nn.Module`` implementing :class:`Generator`, in eval mode, float32.
     Raises ValueError (naming the file) for anything unreadable or unrecognised, UnsafePickleError (a ValueError)
