@@ -5,15 +5,15 @@ NVIDIA pickles every network class through ``torch_utils.persistence``: an insta
 file>, class_name=..., state=<the module's __dict__>)``; unpickling normally ``exec``s ``module_src``.  Here that
 global resolves to :func:`_persistent_stub`, which keeps ``class_name`` and ``state`` in a :class:`PersistentStub`
 and throws the source away.  The state holds the ``_parameters`` / ``_buffers`` / ``_modules`` OrderedDicts of an
-``nn.Module`` and plain attributes (floats, numpy scalars, strings, ``dnnlib.EasyDict`` kwargs).
+``nn.Module`` and plain attributes (floats, numpy scalars and arrays, strings, ``dnnlib.EasyDict`` kwargs).
 
 Tensors arrive as ``torch._utils._rebuild_tensor_v2(storage, ...)`` whose storage is
 ``torch.storage._load_from_bytes(<torch.save bytes>)``; that inner archive is read with
 ``torch.load(weights_only=True)``.  numpy values (StyleGAN3 layers hold ndarrays such as ``in_size``; gains are
-numpy float64 scalars) are rebuilt from raw bytes of a plain numeric dtype only: ``_reconstruct`` (either numpy
-module spelling, ``numpy.core`` from numpy 1.x, ``numpy._core`` from 2.x), ``numpy.ndarray`` and ``numpy.dtype``
-(and protocol 5's ``_frombuffer``) resolve to checked stand-ins.  Every other global — ``os.system``, ``builtins.eval``, any class — raises
-:class:`UnsafePickleError` naming the file and the global, before anything is called.
+numpy float64 scalars) are rebuilt from raw bytes of a plain numeric dtype only: ``_reconstruct`` (either module
+spelling: ``numpy.core`` from numpy 1.x, ``numpy._core`` from 2.x), ``numpy.ndarray``, ``numpy.dtype`` and protocol
+5's ``_frombuffer`` resolve to checked stand-ins.  Every other global — ``os.system``, ``builtins.eval``, any
+class — raises :class:`UnsafePickleError` naming the file and the global, before anything is called.
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ clamps).
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -391,7 +391,8 @@ class StyleGAN2Generator(StyleMappingMixin, nn.Module, Generator):
     conv_clamp:         clamp conv outputs to +-conv_clamp (NVIDIA's FP16 configs use 256), None = off.
     c_dim:              class-vector width of a class-conditional mapping network (0 = unconditional).
 
-    ``f`` is the mapping network (``f(z, c)`` for conditional generators, see :class:`StyleMappingMixin`); ``synthesize(latent)`` takes w (B, w_dim) or ws (B, num_ws, w_dim).
+    ``f`` is the mapping network (``f(z, c)`` for conditional generators, see :class:`StyleMappingMixin`);
+    ``synthesize(latent)`` takes w (B, w_dim) or ws (B, num_ws, w_dim).
     """
 
     def __init__(self, size: int, style_dim: int, n_mlp: int = 8, channel_multiplier: int = 2, *,

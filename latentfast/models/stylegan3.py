@@ -72,13 +72,12 @@ class SynthesisInput3(nn.Module):
         self.register_buffer("phases", torch.zeros(channels))
 
     def forward(self, w: Tensor) -> Tensor:
-        B = w.shape[0]
         t = self.affine(w)  # (r_c, r_s, t_x, t_y)
-        t = t / t[:, :2].norm(dim=1, keepdim=True)
-        m_r = torch.eye(3, device=w.device, dtype=w.dtype).repeat(B, 1, 1)
-        m_r[:, 0, 0], m_r[:, 0, 1], m_r[:, 1, 0], m_r[:, 1, 1] = t[:, 0], -t[:, 1], t[:, 1], t[:, 0]
-        m_t = torch.eye(3, device=w.device, dtype=w.dtype).repeat(B, 1, 1)
-        m_t[:, 0, 2], m_t[:, 1, 2] = -t[:, 2], -t[:, 3]
+        c, s, tx, ty = (t / t[:, :2].norm(dim=1, keepdim=True)).unbind(1)
+        o, i = torch.zeros_like(c), torch.ones_like(c)
+        rows = lambda *r: torch.stack([torch.stack(x, -1) for x in r], -2)  # noqa: E731  (no in-place: vmap-safe)
+        m_r = rows((c, -s, o), (s, c, o), (o, o, i))  # inverse rotation, then translation, of the image
+        m_t = rows((i, o, -tx), (o, i, -ty), (o, o, i))
         transforms = m_r @ m_t @ self.transform.to(w.dtype)[None]
         freqs0 = self.freqs.to(w.dtype)[None]
         phases = self.phases.to(w.dtype)[None] + (freqs0 @ transforms[:, :2, 2:]).squeeze(2)

@@ -5,11 +5,12 @@ pickling.  Network classes carry the constructor attributes of NVIDIA's ``traini
 numpy float64 gains from ``np.sqrt``, EasyDict kwargs) and are wrapped by a decorator whose ``__reduce__`` is the
 one of ``persistence.persistent_class``: ``(_reconstruct_persistent_obj, (meta,), None)`` with
 ``meta = dict(type='class', version=6, module_src=..., class_name=..., state=<object.__reduce__ state>)``.
+Class-conditional mapping networks get NVIDIA's ``embed`` layer; ``snapshot_extras`` gives a training snapshot's
+``D`` and ``augment_pipe`` entries.  StyleGAN3 classes live in ``_sg3_reference.py`` (they use this decorator).
 """
 import contextlib
 import copy
 import io
-import math
 import pickle
 import sys
 import types
@@ -78,8 +79,8 @@ def persistent_class(orig):
         def __reduce__(self):
             fields = list(super().__reduce__())
             fields += [None] * max(3 - len(fields), 0)
-            meta = dict(type="class", version=6, module_src=sys.modules[__name__].MODULE_SRC, class_name=self._orig_class_name,
-                        state=fields[2])
+            meta = dict(type="class", version=6, module_src=sys.modules[__name__].MODULE_SRC,
+                        class_name=self._orig_class_name, state=fields[2])
             return (_reconstruct_persistent_obj, (meta,), None)
 
     Decorator.__name__ = orig.__name__

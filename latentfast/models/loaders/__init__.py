@@ -1,21 +1,21 @@
 """``load_generator(path)``: read a checkpoint of a known format into a latentfast :class:`Generator`.
 
-Formats, recognised from the file's content (not its name):
+Formats, recognised from the file's content (not its name), one module each:
 
-* rosinality/stylegan2-pytorch ``.pt`` (:mod:`.rosinality`): a torch.save dict with ``"g_ema"`` (state dict: ``style.N.*``,
-  ``input.input``, ``conv1.*``, ``to_rgb1.*``, ``convs.N.*``, ``to_rgbs.N.*``, ``noises.noise_N``) and optionally
-  ``"latent_avg"`` and ``"args"``; read with ``torch.load(weights_only=True)``.
-* NVIDIA stylegan2-ada-pytorch / stylegan3 network pickles (``.pkl`` with ``"G_ema"``, :mod:`.nvidia_pkl`): read with the restricted
-  unpickler of :mod:`latentfast.models._safe_pickle` (no NVIDIA code is needed or run): StyleGAN2 synthesis
-  becomes a StyleGAN2Generator, StyleGAN3-T/-R (:mod:`.nvidia_sg3`) a StyleGAN3Generator, class-conditional
-  mapping networks included; ``mapping_only=True`` loads the mapping network alone (a
+* rosinality/stylegan2-pytorch ``.pt`` (:mod:`.rosinality`): a torch.save dict with ``"g_ema"`` (state dict:
+  ``style.N.*``, ``input.input``, ``conv1.*``, ``to_rgb1.*``, ``convs.N.*``, ``to_rgbs.N.*``, ``noises.noise_N``)
+  and optionally ``"latent_avg"`` and ``"args"``; read with ``torch.load(weights_only=True)``.
+* NVIDIA stylegan2-ada-pytorch / stylegan3 network pickles (``.pkl`` with ``"G_ema"``, :mod:`.nvidia_pkl`): read
+  with the restricted unpickler of :mod:`latentfast.models._safe_pickle` (no NVIDIA code is needed or run):
+  StyleGAN2 synthesis becomes a StyleGAN2Generator, StyleGAN3-T/-R (:mod:`.nvidia_sg3`) a StyleGAN3Generator,
+  class-conditional mapping networks included; ``mapping_only=True`` loads the mapping network alone (a
   :class:`MappingOnlyGenerator` whose ``synthesize`` raises) without reading the synthesis network.
-* pytorch-pretrained-BigGAN (:mod:`.biggan`): a directory with ``config.json`` and ``pytorch_model.bin`` (or the ``.bin`` itself
-  with ``config.json`` beside it).
+* pytorch-pretrained-BigGAN (:mod:`.biggan`): a directory with ``config.json`` and ``pytorch_model.bin`` (or the
+  ``.bin`` itself with ``config.json`` beside it).
 
 Everything that is not one of these — a missing, empty, truncated or foreign file, a pickle that references any
-other global — raises ``ValueError`` naming the file and what was expected (``UnsafePickleError``, a ValueError,
-for disallowed globals).
+other global — raises ``ValueError`` naming the file and what was expected, in one line (``UnsafePickleError``, a
+ValueError, for disallowed globals).
 """
 from __future__ import annotations
 
