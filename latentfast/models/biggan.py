@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Optional, Sequence, Union
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F

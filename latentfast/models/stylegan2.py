@@ -4,7 +4,7 @@ No custom CUDA kernels: the fused bias+leaky-ReLU becomes ``u * where(u >= 0, g,
 ``upfirdn2d`` becomes zero-insertion + zero padding + a depthwise ``conv2d`` with the (symmetric) FIR kernel, so
 ``torch.func`` transforms and the hand-written MLP kernels apply.  Numerics follow rosinality/stylegan2-pytorch
 and NVlabs/stylegan2-ada-pytorch, which agree on every operation used here (the loaders in
-:mod:`latentfast.models.loaders` map both checkpoint layouts onto this module).
+:mod:`latentfast.models.loaders` (rosinality, nvidia_pkl) map both checkpoint layouts onto this module).
 
 Shapes: z (B, z_dim), w (B, w_dim), ws (B, num_ws, w_dim), images (B, img_channels, size, size) float32,
 nominally in [-1, 1] (the network output is not clamped, like the originals; :meth:`StyleGAN2Generator.synthesize`
@@ -13,19 +13,21 @@ clamps).
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import as_tensor, check_choice, check_floating, check_int, check_ndim, check_nonempty
+from .._checks import (as_tensor, check_choice, check_finite, check_floating, check_int, check_ndim,
+                       check_nonempty)
 from ..ops.mlp_jvp.reference import MLPSpec
 from .adapters import Generator, check_latent
 
 Tensor = torch.Tensor
 
-__all__ = ["StyleGAN2Generator", "MappingNetwork", "SynthesisNetwork", "rosinality_channels"]
+__all__ = ["StyleGAN2Generator", "MappingNetwork", "SynthesisNetwork", "StyleMappingMixin", "class_vector",
+           "rosinality_channels"]
 
 SQRT2 = math.sqrt(2.0)
 
@@ -64,31 +66,87 @@ class EqualLinear(nn.Module):
         return _lrelu(u) if self.activate else u
 
 
+def class_vector(c, c_dim: int, name: str = "c") -> Tensor:
+    """A class label for a conditional mapping network: an int index (one-hot), a (c_dim,) vector or a (B, c_dim)
+    batch -> float tensor (c_dim,) or (B, c_dim).  ValueError/TypeError naming ``name`` otherwise."""
+    if isinstance(c, bool):
+        raise TypeError(f"{name}: expected a class index or a class vector of width {c_dim}, got a bool")
+    if isinstance(c, int) or (isinstance(c, Tensor) and c.dim() == 0 and not c.is_floating_point()):
+        i = int(c)
+        if not 0 <= i < c_dim:
+            raise ValueError(f"{name}: expected a class index in [0, {c_dim}), got {i}")
+        return F.one_hot(torch.tensor(i), c_dim).to(torch.float32)
+    c = check_floating(name, as_tensor(name, c))
+    if c.dim() not in (1, 2) or c.shape[-1] != c_dim:
+        raise ValueError(f"{name}: expected a class index, a vector of shape ({c_dim},) or a batch of shape "
+                         f"(B, {c_dim}), got shape {tuple(c.shape)}")
+    return check_finite(name, c)
+
+
 class MappingNetwork(nn.Module):
-    """z (B, z_dim) -> w (B, w_dim): PixelNorm (2nd-moment normalisation), then ``n_layers`` activated
-    :class:`EqualLinear` layers with learning-rate multiplier ``lr_mul``."""
+    """z (B, z_dim) [, c] -> w (B, w_dim): PixelNorm (2nd-moment normalisation), then ``n_layers`` activated
+    :class:`EqualLinear` layers with learning-rate multiplier ``lr_mul``.
+
+    Class-conditional (``c_dim > 0``, NVIDIA's layout): the class vector c goes through the linear ``embed`` layer
+    (c_dim -> embed_dim, default w_dim) and PixelNorm, and is concatenated after the normalised z.
+    """
 
     def __init__(self, z_dim: int, w_dim: int, n_layers: int, *, hidden_dim: Optional[int] = None,
-                 lr_mul: float = 0.01, eps: float = 1e-8):
+                 lr_mul: float = 0.01, eps: float = 1e-8, c_dim: int = 0, embed_dim: Optional[int] = None):
         super().__init__()
         self.z_dim, self.w_dim, self.eps = check_int("z_dim", z_dim, low=1), check_int("w_dim", w_dim, low=1), eps
+        self.c_dim = check_int("c_dim", c_dim, low=0)
         check_int("n_layers", n_layers, low=1)
         hidden = w_dim if hidden_dim is None else hidden_dim
-        dims = [z_dim] + [hidden] * (n_layers - 1) + [w_dim]
+        embed = (w_dim if embed_dim is None else check_int("embed_dim", embed_dim, low=1)) if self.c_dim else 0
+        if self.c_dim:
+            self.embed = EqualLinear(self.c_dim, embed, lr_mul=1.0)
+        dims = [z_dim + embed] + [hidden] * (n_layers - 1) + [w_dim]
         self.layers = nn.ModuleList(EqualLinear(a, b, lr_mul=lr_mul, activate=True) for a, b in zip(dims, dims[1:]))
 
-    def forward(self, z: Tensor) -> Tensor:
+    def _pixel_norm(self, x: Tensor) -> Tensor:
+        return x / (x.square().mean(-1, keepdim=True) + self.eps).sqrt()
+
+    def _embedded_class(self, c) -> Tensor:
+        if c is None:
+            raise ValueError(f"c: this mapping network is class-conditional (c_dim={self.c_dim}); expected a class "
+                             f"index or a class vector of width {self.c_dim}, got None")
+        c = class_vector(c, self.c_dim)
+        return self._pixel_norm(self.embed(c.to(self.embed.weight.device, self.embed.weight.dtype)[None]
+                                           if c.dim() == 1 else c.to(self.embed.weight.device)))
+
+    def forward(self, z: Tensor, c=None) -> Tensor:
+        """z (B, z_dim) -> w (B, w_dim); ``c`` (conditional networks only): class index, (c_dim,) or (B, c_dim)."""
         z = check_latent("z", z, self.z_dim)
-        x = z / (z.square().mean(-1, keepdim=True) + self.eps).sqrt()
+        x = self._pixel_norm(z)
+        if self.c_dim:
+            y = self._embedded_class(c).to(x.dtype)
+            if y.shape[0] not in (1, x.shape[0]):
+                raise ValueError(f"c: expected 1 or {x.shape[0]} class vectors (one per z), got {y.shape[0]}")
+            x = torch.cat([x, y.expand(x.shape[0], -1)], dim=1)
+        elif c is not None:
+            raise ValueError("c: this mapping network is unconditional (c_dim=0); expected None")
         for layer in self.layers:
             x = layer(x)
         return x
 
-    def mlp_spec(self) -> MLPSpec:
-        """The exact MLPSpec of this network (effective weights, detached)."""
+    def mlp_spec(self, c=None) -> MLPSpec:
+        """The exact MLPSpec of this network (effective weights, detached).  Conditional networks need one fixed
+        class ``c`` (index or (c_dim,) vector): its embedding is folded into the first layer's bias, so the spec
+        maps z alone."""
         eff = [layer.effective() for layer in self.layers]
-        return MLPSpec([w.detach() for w, _ in eff], [b.detach() for _, b in eff], negative_slope=0.2,
-                       gain=SQRT2, pixel_norm=True, pixel_norm_eps=self.eps, activate_last=True)
+        Ws, bs = [w.detach() for w, _ in eff], [b.detach() for _, b in eff]
+        if self.c_dim:
+            with torch.no_grad():
+                y = self._embedded_class(c)
+            if y.shape[0] != 1:
+                raise ValueError(f"c: expected one class for the mapping's MLPSpec, got a batch of {y.shape[0]}")
+            bs[0] = torch.addmv(bs[0], Ws[0][:, self.z_dim:], y[0].to(bs[0].dtype))
+            Ws[0] = Ws[0][:, :self.z_dim]
+        elif c is not None:
+            raise ValueError("c: this mapping network is unconditional (c_dim=0); expected None")
+        return MLPSpec(Ws, bs, negative_slope=0.2, gain=SQRT2, pixel_norm=True, pixel_norm_eps=self.eps,
+                       activate_last=True)
 
 
 def _fir_kernel(taps: Sequence[float]) -> Tensor:
@@ -259,63 +317,44 @@ class SynthesisNetwork(nn.Module):
         return img
 
 
-class StyleGAN2Generator(nn.Module, Generator):
-    """StyleGAN2 generator: ``mapping`` z -> w, broadcast to W+ and truncation towards ``w_avg``, ``synthesis``.
+class StyleMappingMixin:
+    """The mapping side shared by latentfast's StyleGAN generators (and :class:`MappingOnlyGenerator`): ``f``,
+    ``mlp_spec``, classes of conditional generators, ``w_avg`` and truncation.
 
-    size:               output resolution (power of two >= 4).
-    style_dim:          w_dim (and z_dim unless ``z_dim`` is given).
-    n_mlp:              number of mapping layers.
-    channel_multiplier: rosinality's channel table (512 up to 32x32); ignored when ``channels`` is given.
-    channels:           {resolution: channels} for every resolution 4..size (small networks, NVIDIA layouts).
-    lr_mlp:             learning-rate multiplier of the mapping layers (0.01 in both reference codes).
-    conv_clamp:         clamp conv outputs to +-conv_clamp (NVIDIA's FP16 configs use 256), None = off.
-
-    ``f`` is the mapping network; ``synthesize(latent)`` takes w (B, w_dim) or ws (B, num_ws, w_dim).
+    Needs ``self.mapping`` (a :class:`MappingNetwork`), ``self.num_ws``, a ``w_avg`` buffer and ``has_w_avg``.
+    Class-conditional generators (``c_dim > 0``): ``f(z, c)`` / ``mlp_spec(c)`` take the class (index, (c_dim,)
+    vector, or for ``f`` a (B, c_dim) batch); ``set_class(c)`` fixes a default class so ``f(z)`` and
+    ``mlp_spec()`` — what local_basis, traversals and SFVQ call — work per class.
     """
 
-    def __init__(self, size: int, style_dim: int, n_mlp: int = 8, channel_multiplier: int = 2, *,
-                 channels: Optional[Mapping[int, int]] = None, z_dim: Optional[int] = None, lr_mlp: float = 0.01,
-                 mapping_hidden_dim: Optional[int] = None, conv_clamp: Optional[float] = None,
-                 img_channels: int = 3, blur_kernel: Sequence[float] = (1, 3, 3, 1)):
-        super().__init__()
-        size = check_int("size", size, low=4)
-        self.z_dim = check_int("z_dim", z_dim if z_dim is not None else style_dim, low=1)
-        self.w_dim = check_int("style_dim", style_dim, low=1)
-        if channels is None:
-            channels = rosinality_channels(size, check_int("channel_multiplier", channel_multiplier, low=1))
-        self.mapping = MappingNetwork(self.z_dim, self.w_dim, n_mlp, hidden_dim=mapping_hidden_dim, lr_mul=lr_mlp)
-        self.synthesis = SynthesisNetwork(self.w_dim, size, channels, img_channels=img_channels,
-                                          conv_clamp=conv_clamp, blur_kernel=blur_kernel)
-        self.size, self.num_ws = size, self.synthesis.num_ws
-        self.register_buffer("w_avg", torch.zeros(self.w_dim))
-        self.has_w_avg = False  # set by loaders that read a tracked average, or lazily by mean_w on first use
-        self.config = dict(size=size, style_dim=style_dim, n_mlp=n_mlp, channels=dict(self.synthesis.channels),
-                           z_dim=self.z_dim, lr_mlp=lr_mlp, mapping_hidden_dim=mapping_hidden_dim,
-                           conv_clamp=conv_clamp, img_channels=img_channels, blur_kernel=list(blur_kernel))
+    class_label: Optional[Tensor] = None
 
-    # -- Generator interface -------------------------------------------------------------------------------------
-    def f(self, z: Tensor) -> Tensor:
-        return self.mapping(z)
+    @property
+    def c_dim(self) -> int:
+        return self.mapping.c_dim
 
-    def mlp_spec(self) -> MLPSpec:
-        return self.mapping.mlp_spec()
+    def set_class(self, c) -> None:
+        """Fix the class used when ``c`` is not given (conditional generators only); None clears it."""
+        if c is not None and not self.c_dim:
+            raise ValueError("c: this generator is unconditional (c_dim=0); expected None")
+        self.class_label = None if c is None else class_vector(c, self.c_dim)
 
-    def synthesize(self, latent: Tensor, noise_mode: str = "const") -> Tensor:
-        """w (B, w_dim) or ws (B, num_ws, w_dim) -> images (B, 3, size, size) clamped to [-1, 1]."""
-        latent = check_floating("latent", as_tensor("latent", latent))
-        if latent.dim() == 2:
-            latent = check_latent("latent", latent, self.w_dim, what="w").unsqueeze(1).expand(-1, self.num_ws, -1)
-        elif latent.dim() != 3:
-            raise ValueError(f"latent: expected w of shape (B, {self.w_dim}) or ws of shape (B, {self.num_ws}, "
-                             f"{self.w_dim}), got shape {tuple(latent.shape)}")
-        return self.synthesis(latent, noise_mode).clamp(-1, 1)
+    def _class(self, c):
+        return self.class_label if c is None and self.c_dim else c
 
-    # -- StyleGAN API --------------------------------------------------------------------------------------------
+    def f(self, z: Tensor, c=None) -> Tensor:
+        """The mapping network: z (B, z_dim) -> w (B, w_dim), for class ``c`` (or the one set with set_class)."""
+        return self.mapping(z, self._class(c))
+
+    def mlp_spec(self, c=None) -> MLPSpec:
+        """MLPSpec of ``f`` (for conditional generators: of the class ``c`` or the one set with set_class)."""
+        return self.mapping.mlp_spec(self._class(c))
+
     @torch.no_grad()
-    def mean_w(self, n: int = 10000, generator: Optional[torch.Generator] = None) -> Tensor:
+    def mean_w(self, n: int = 10000, generator: Optional[torch.Generator] = None, c=None) -> Tensor:
         """Mean of mapping(z) over n standard-normal z, shape (w_dim,) (rosinality's ``mean_latent``)."""
         z = self.sample_z(n, generator, device=self.w_avg.device)
-        return torch.cat([self.mapping(c) for c in z.split(4096)]).mean(0)
+        return torch.cat([self.f(b, c) for b in z.split(4096)]).mean(0)
 
     def _truncation_center(self) -> Tensor:
         if not self.has_w_avg:
@@ -333,9 +372,64 @@ class StyleGAN2Generator(nn.Module, Generator):
         out[:, :k] = center + truncation * (ws[:, :k] - center)
         return out
 
+    def mapping_ws(self, z: Tensor, c=None, truncation: float = 1.0,
+                   truncation_cutoff: Optional[int] = None) -> Tensor:
+        """z (B, z_dim) -> ws (B, num_ws, w_dim): f(z, c) broadcast to every layer, then truncated."""
+        ws = self.f(z, c).unsqueeze(1).repeat(1, self.num_ws, 1)
+        return self.truncate(ws, truncation, truncation_cutoff)
+
+
+class StyleGAN2Generator(StyleMappingMixin, nn.Module, Generator):
+    """StyleGAN2 generator: ``mapping`` z -> w, broadcast to W+ and truncation towards ``w_avg``, ``synthesis``.
+
+    size:               output resolution (power of two >= 4).
+    style_dim:          w_dim (and z_dim unless ``z_dim`` is given).
+    n_mlp:              number of mapping layers.
+    channel_multiplier: rosinality's channel table (512 up to 32x32); ignored when ``channels`` is given.
+    channels:           {resolution: channels} for every resolution 4..size (small networks, NVIDIA layouts).
+    lr_mlp:             learning-rate multiplier of the mapping layers (0.01 in both reference codes).
+    conv_clamp:         clamp conv outputs to +-conv_clamp (NVIDIA's FP16 configs use 256), None = off.
+    c_dim:              class-vector width of a class-conditional mapping network (0 = unconditional).
+
+    ``f`` is the mapping network (``f(z, c)`` for conditional generators, see :class:`StyleMappingMixin`);
+    ``synthesize(latent)`` takes w (B, w_dim) or ws (B, num_ws, w_dim).
+    """
+
+    def __init__(self, size: int, style_dim: int, n_mlp: int = 8, channel_multiplier: int = 2, *,
+                 channels: Optional[Mapping[int, int]] = None, z_dim: Optional[int] = None, lr_mlp: float = 0.01,
+                 mapping_hidden_dim: Optional[int] = None, conv_clamp: Optional[float] = None,
+                 img_channels: int = 3, blur_kernel: Sequence[float] = (1, 3, 3, 1), c_dim: int = 0):
+        super().__init__()
+        size = check_int("size", size, low=4)
+        self.z_dim = check_int("z_dim", z_dim if z_dim is not None else style_dim, low=1)
+        self.w_dim = check_int("style_dim", style_dim, low=1)
+        if channels is None:
+            channels = rosinality_channels(size, check_int("channel_multiplier", channel_multiplier, low=1))
+        self.mapping = MappingNetwork(self.z_dim, self.w_dim, n_mlp, hidden_dim=mapping_hidden_dim, lr_mul=lr_mlp,
+                                      c_dim=c_dim)
+        self.synthesis = SynthesisNetwork(self.w_dim, size, channels, img_channels=img_channels,
+                                          conv_clamp=conv_clamp, blur_kernel=blur_kernel)
+        self.size, self.num_ws = size, self.synthesis.num_ws
+        self.register_buffer("w_avg", torch.zeros(self.w_dim))
+        self.has_w_avg = False  # set by loaders that read a tracked average, or lazily by mean_w on first use
+        self.config = dict(size=size, style_dim=style_dim, n_mlp=n_mlp, channels=dict(self.synthesis.channels),
+                           z_dim=self.z_dim, lr_mlp=lr_mlp, mapping_hidden_dim=mapping_hidden_dim,
+                           conv_clamp=conv_clamp, img_channels=img_channels, blur_kernel=list(blur_kernel),
+                           c_dim=c_dim)
+
+    # -- Generator interface (f, mlp_spec, truncate, mean_w: StyleMappingMixin) -------------------------------
+    def synthesize(self, latent: Tensor, noise_mode: str = "const") -> Tensor:
+        """w (B, w_dim) or ws (B, num_ws, w_dim) -> images (B, 3, size, size) clamped to [-1, 1]."""
+        latent = check_floating("latent", as_tensor("latent", latent))
+        if latent.dim() == 2:
+            latent = check_latent("latent", latent, self.w_dim, what="w").unsqueeze(1).expand(-1, self.num_ws, -1)
+        elif latent.dim() != 3:
+            raise ValueError(f"latent: expected w of shape (B, {self.w_dim}) or ws of shape (B, {self.num_ws}, "
+                             f"{self.w_dim}), got shape {tuple(latent.shape)}")
+        return self.synthesis(latent, noise_mode).clamp(-1, 1)
+
     def forward(self, z: Tensor, truncation: float = 1.0, truncation_cutoff: Optional[int] = None,
-                noise_mode: str = "const", noise_generator: Optional[torch.Generator] = None) -> Tensor:
-        """z (B, z_dim) -> images (B, 3, size, size), unclamped."""
-        ws = self.mapping(z).unsqueeze(1).repeat(1, self.num_ws, 1)
-        ws = self.truncate(ws, truncation, truncation_cutoff)
+                noise_mode: str = "const", noise_generator: Optional[torch.Generator] = None, *, c=None) -> Tensor:
+        """z (B, z_dim) -> images (B, 3, size, size), unclamped; ``c``: the class of a conditional generator."""
+        ws = self.mapping_ws(z, c, truncation, truncation_cutoff)
         return self.synthesis(ws, noise_mode, noise_generator)

@@ -5,11 +5,12 @@ pickling.  Network classes carry the constructor attributes of NVIDIA's ``traini
 numpy float64 gains from ``np.sqrt``, EasyDict kwargs) and are wrapped by a decorator whose ``__reduce__`` is the
 one of ``persistence.persistent_class``: ``(_reconstruct_persistent_obj, (meta,), None)`` with
 ``meta = dict(type='class', version=6, module_src=..., class_name=..., state=<object.__reduce__ state>)``.
+Class-conditional mapping networks get NVIDIA's ``embed`` layer; ``snapshot_extras`` gives a training snapshot's
+``D`` and ``augment_pipe`` entries.  StyleGAN3 classes live in ``_sg3_reference.py`` (they use this decorator).
 """
 import contextlib
 import copy
 import io
-import math
 import pickle
 import sys
 import types
@@ -78,8 +79,8 @@ def persistent_class(orig):
         def __reduce__(self):
             fields = list(super().__reduce__())
             fields += [None] * max(3 - len(fields), 0)
-            meta = dict(type="class", version=6, module_src=sys.modules[__name__].MODULE_SRC, class_name=self._orig_class_name,
-                        state=fields[2])
+            meta = dict(type="class", version=6, module_src=sys.modules[__name__].MODULE_SRC,
+                        class_name=self._orig_class_name, state=fields[2])
             return (_reconstruct_persistent_obj, (meta,), None)
 
     Decorator.__name__ = orig.__name__
@@ -112,7 +113,9 @@ class MappingNetwork(torch.nn.Module):
         super().__init__()
         self.z_dim, self.c_dim, self.w_dim, self.num_ws = z_dim, c_dim, w_dim, num_ws
         self.num_layers, self.w_avg_beta = num_layers, w_avg_beta
-        feats = [z_dim] + [w_dim] * num_layers
+        if c_dim:  # stylegan2-ada: embed_features = w_dim, concatenated after the normalised z
+            self.embed = FullyConnectedLayer(c_dim, w_dim)
+        feats = [z_dim + (w_dim if c_dim else 0)] + [w_dim] * num_layers
         for i in range(num_layers):
             setattr(self, f"fc{i}", FullyConnectedLayer(feats[i], feats[i + 1], activation="lrelu",
                                                         lr_multiplier=lr_multiplier))
@@ -184,52 +187,54 @@ class SynthesisNetwork(torch.nn.Module):
 
 
 @persistent_class
-class SynthesisInput(torch.nn.Module):  # StyleGAN3's first synthesis layer (only what the loader looks at)
-    def __init__(self, w_dim, channels, size):
+class AugmentPipe(torch.nn.Module):  # what a snapshot's augment_pipe holds: float settings, p and filter buffers
+    def __init__(self, xflip=1, rotate90=1, xint=1, scale=1, rotate=1, aniso=1, xfrac=1):
         super().__init__()
-        self.affine = FullyConnectedLayer(w_dim, 4, bias_init=0)
-        self.weight = P_(torch.randn([channels, channels]))
-        self.register_buffer("freqs", torch.randn([channels, 2]))
+        self.register_buffer("p", torch.zeros([]))
+        self.xflip, self.rotate90, self.xint = float(xflip), float(rotate90), float(xint)
+        self.scale, self.rotate, self.aniso, self.xfrac = float(scale), float(rotate), float(aniso), float(xfrac)
+        self.xint_max, self.scale_std, self.rotate_max = 0.125, 0.2, 1
+        self.register_buffer("Hz_geom", torch.randn([12]))
+        self.register_buffer("Hz_fbank", torch.randn([3, 12]))
 
 
 @persistent_class
-class SynthesisNetwork3(torch.nn.Module):
-    def __init__(self, w_dim, img_resolution, img_channels):
+class Discriminator(torch.nn.Module):  # enough of NVIDIA's D to be a persistent object with layers and gains
+    def __init__(self, c_dim, img_resolution, img_channels):
         super().__init__()
-        self.w_dim, self.img_resolution, self.img_channels, self.num_ws = w_dim, img_resolution, img_channels, 16
-        self.input = SynthesisInput(w_dim, 8, 36)
-        self.L0_36_8 = FullyConnectedLayer(w_dim, 8)
+        self.c_dim, self.img_resolution, self.img_channels = c_dim, img_resolution, img_channels
+        self.block_resolutions = [2 ** i for i in range(int(np.log2(img_resolution)), 2, -1)]
+        self.b4 = FullyConnectedLayer(img_channels * 16, 8, activation="lrelu")
+        self.epilogue = FullyConnectedLayer(8, 1)
 
 
-SynthesisNetwork3._orig_class_name = "SynthesisNetwork"
+def snapshot_extras(G):
+    """D and augment_pipe entries of a training snapshot (network-snapshot-*.pkl)."""
+    return dict(D=Discriminator(G.c_dim, G.img_resolution, G.img_channels), augment_pipe=AugmentPipe())
+
+
 
 
 @persistent_class
 class Generator(torch.nn.Module):
-    def __init__(self, z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs={}, synthesis_kwargs={},
-                 stylegan3=False):
+    def __init__(self, z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs={}, synthesis_kwargs={}):
         super().__init__()
         self.z_dim, self.c_dim, self.w_dim = z_dim, c_dim, w_dim
         self.img_resolution, self.img_channels = img_resolution, img_channels
-        if stylegan3:
-            self.synthesis = SynthesisNetwork3(w_dim, img_resolution, img_channels)
-        else:
-            self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, **synthesis_kwargs)
+        self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, **synthesis_kwargs)
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim, c_dim, w_dim, self.num_ws, **mapping_kwargs)
 
 
-def build_generator(P, size, z_dim, w_dim, n_mlp, channels, conv_clamp=None, architecture="skip",
-                    stylegan3=False, c_dim=0):
+def build_generator(P, size, z_dim, w_dim, n_mlp, channels, conv_clamp=None, architecture="skip", c_dim=0):
     """An NVIDIA-layout Generator whose tensors are those of P (see _sg2_reference.random_params)."""
     G = Generator(z_dim, c_dim, w_dim, size, 3, mapping_kwargs=EasyDict(num_layers=n_mlp),
-                  synthesis_kwargs=EasyDict(channels=channels, conv_clamp=conv_clamp, architecture=architecture),
-                  stylegan3=stylegan3)
+                  synthesis_kwargs=EasyDict(channels=channels, conv_clamp=conv_clamp, architecture=architecture))
     with torch.no_grad():
         for name, t in list(G.named_parameters()) + list(G.named_buffers()):
             if name in P:
                 t.copy_(P[name])
-            elif name.endswith("resample_filter") or stylegan3:
+            elif name.endswith("resample_filter") or name.startswith("mapping.embed"):
                 pass
             else:
                 raise KeyError(f"test parameter set lacks {name}")
@@ -245,4 +250,12 @@ def network_pickle_bytes(G_ema, G=None, extra=None):
         data.update(extra or {})
         buf = io.BytesIO()
         pickle.dump(data, buf)
+    return buf.getvalue()
+
+
+def plain_pickle_bytes(data, protocol=None):
+    """pickle.dump of any dict holding persistent objects (e.g. a bare {"G_ema": G}), as NVIDIA's code pickles."""
+    with fake_nvidia_modules():
+        buf = io.BytesIO()
+        pickle.dump(data, buf, protocol=protocol)
     return buf.getvalue()

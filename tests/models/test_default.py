@@ -1,5 +1,4 @@
 """The shipped default model: the scene renderer (ground truth), the trained generator, the factor predictor."""
-import math
 
 import pytest
 import torch
