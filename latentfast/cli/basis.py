@@ -1,0 +1,38 @@
+"""``latentfast basis``: local bases at sampled latents -> unit-vector .npy files + GANSpace .npz."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .._io import atomic_output_dir
+from ._args import add_model_args, latents_for, positive_int
+
+
+def add_parser(sub):
+    b = sub.add_parser("basis", help="local bases at sampled latents")
+    add_model_args(b)
+    b.add_argument("--num", type=positive_int("--num"), default=8)
+    b.add_argument("-k", "--k", type=positive_int("--k"), default=10)
+    b.add_argument("--method", default="auto", choices=["auto", "exact", "randomized"])
+    b.add_argument("--out", required=True)
+    b.add_argument("--overwrite", action="store_true")
+    b.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..localbasis import local_basis
+    from . import _common
+
+    G = _common.load_generator_arg(args.checkpoint, args.device)
+    z = latents_for(G, args, args.num)
+    f = G.mlp_spec() or G.f
+    lb = local_basis(f, z, args.k, args.method, generator=torch.Generator().manual_seed(args.seed))
+    with atomic_output_dir(args.out, overwrite=args.overwrite, name="--out") as tmp:
+        np.save(tmp / "z.npy", z.cpu().numpy())
+        for i in range(args.num):
+            _common.save_directions(tmp, f"latent{i:03d}", lb.basis[i].T, lb.points[i], lb.singular_values[i])
+        _common.write_json(tmp / "basis.json", {"k": args.k, "method": lb.method, "num_latents": args.num,
+                                                "singular_values": lb.singular_values.tolist(),
+                                                "residual": lb.residual.tolist()})
+    print(f"wrote {args.num} local bases (k={args.k}, {lb.method}) to {args.out}")
+    return 0
