@@ -11,36 +11,59 @@
   latentfast bench [...]                          benchmarks (from a source checkout)
 
 Each subcommand lives in its own module (``add_parser(sub)`` registers it, ``run(args)`` runs it).  Errors in the
-arguments or inputs print one line naming the argument and exit with status 2.
+arguments or inputs print one line naming the argument and exit with status 2; Ctrl-C prints one line and exits
+with status 130.
 """
 from __future__ import annotations
 
-import argparse
+import os
 import sys
 from typing import List, Optional
 
 from .._dispatch import BackendUnavailable
 from . import basis, bench, demo_command, info, sfvq, traverse, warpage
+from ._args import Parser
 
 COMMANDS = (demo_command, basis, traverse, warpage, sfvq, info, bench)
+USAGE_ERRORS = (ValueError, TypeError, OSError, BackendUnavailable)  # exit 2: the input or the arguments
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="latentfast", description="Fast Local Basis and SFVQ for GAN latent spaces.")
+def build_parser() -> Parser:
+    p = Parser(prog="latentfast", description="Fast Local Basis and SFVQ for GAN latent spaces.")
     sub = p.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(sub)
     return p
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run the command; returns its exit status: 0 done, 2 bad arguments or input (one line on stderr),
+    130 interrupted (Ctrl-C: one line, partial outputs removed), 1 an unexpected error (one line; the traceback
+    with LATENTFAST_TRACEBACK=1)."""
+    args = build_parser().parse_args(argv)
+    name = f"latentfast {args.command}" + (f" {args.sfvq_command}" if args.command == "sfvq" else "")
+    if getattr(args, "quiet", False):
+        from .._progress import set_quiet
+
+        set_quiet(True)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, PermissionError, BackendUnavailable) as exc:
-        print(f"latentfast {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"{name}: {_one_line(exc) if str(exc) else 'interrupted; no output was written'}", file=sys.stderr)
+        return 130
+    except USAGE_ERRORS as exc:
+        print(f"{name}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if os.environ.get("LATENTFAST_TRACEBACK", "0") not in ("", "0"):
+            raise
+        print(f"{name}: internal error: {type(exc).__name__}: {_one_line(exc)} (LATENTFAST_TRACEBACK=1 shows "
+              f"where)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

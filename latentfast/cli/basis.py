@@ -4,18 +4,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .._io import atomic_output_dir
-from ._args import add_model_args, latents_for, positive_int
+from .._io import atomic_output_dir, check_output
+from ._args import add_model_args, add_overwrite, latents_for, positive_int
 
 
 def add_parser(sub):
     b = sub.add_parser("basis", help="local bases at sampled latents")
     add_model_args(b)
-    b.add_argument("--num", type=positive_int("--num"), default=8)
-    b.add_argument("-k", "--k", type=positive_int("--k"), default=10)
-    b.add_argument("--method", default="auto", choices=["auto", "exact", "randomized"])
-    b.add_argument("--out", required=True)
-    b.add_argument("--overwrite", action="store_true")
+    b.add_argument("--num", type=positive_int("--num"), default=8, help="latents sampled")
+    b.add_argument("-k", "--k", type=positive_int("--k"), default=10, help="directions per latent")
+    b.add_argument("--method", default="auto", choices=["auto", "exact", "randomized"],
+                   help="local_basis method")
+    b.add_argument("--out", required=True, help="output directory")
+    add_overwrite(b)
     b.set_defaults(func=run)
 
 
@@ -23,6 +24,7 @@ def run(args) -> int:
     from ..localbasis import local_basis
     from . import _common
 
+    check_output("--out", args.out, kind="dir", overwrite=args.overwrite)
     G = _common.load_generator_arg(args.checkpoint, args.device)
     z = latents_for(G, args, args.num)
     f = G.mlp_spec() or G.f

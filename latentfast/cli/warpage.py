@@ -3,18 +3,20 @@ from __future__ import annotations
 
 import torch
 
-from .._io import atomic_output_dir
-from ._args import add_model_args, latents_for, positive_int
+from .._io import atomic_output_dir, check_output
+from ._args import add_model_args, add_overwrite, latents_for, positive_float, positive_int
 
 
 def add_parser(sub):
     w = sub.add_parser("warpage", help="Grassmannian warpage study")
     add_model_args(w)
-    w.add_argument("--num", type=positive_int("--num"), default=64)
-    w.add_argument("-k", "--k", type=positive_int("--k"), nargs="+", default=[1, 2, 4, 8])
-    w.add_argument("--eps", type=float, nargs="+", default=[0.01, 0.1, 1.0])
-    w.add_argument("--out", required=True)
-    w.add_argument("--overwrite", action="store_true")
+    w.add_argument("--num", type=positive_int("--num"), default=64, help="latents sampled")
+    w.add_argument("-k", "--k", type=positive_int("--k"), nargs="+", default=[1, 2, 4, 8],
+                   help="subspace dimensions")
+    w.add_argument("--eps", type=positive_float("--eps"), nargs="+", default=[0.01, 0.1, 1.0],
+                   help="distances of the nearby points")
+    w.add_argument("--out", required=True, help="output directory")
+    add_overwrite(w)
     w.set_defaults(func=run)
 
 
@@ -23,6 +25,7 @@ def run(args) -> int:
     from ..localbasis import warpage
     from . import _common
 
+    check_output("--out", args.out, kind="dir", overwrite=args.overwrite)
     G = _common.load_generator_arg(args.checkpoint, args.device)
     z = latents_for(G, args, args.num)
     f = G.mlp_spec() or G.f
