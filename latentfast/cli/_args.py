@@ -19,7 +19,7 @@ class HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "%(default)" in text or action.required or not action.option_strings or action.default is None \
+        if "%(default)" in text or "default:" in text or action.required or not action.option_strings or action.default is None \
                 or action.default is argparse.SUPPRESS:
             return text
         if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):

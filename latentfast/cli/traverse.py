@@ -11,7 +11,7 @@ def add_parser(sub):
     add_model_args(t)
     t.add_argument("-k", "--k", type=positive_int("--k"), default=5, help="local directions shown (rows; not used with --direction)")
     t.add_argument("--direction", help=".npy/.pt vector (w_dim,) in the output space of f (W) to traverse instead "
-                                       "of the local basis; normalised to unit length")
+                                       "of the local basis (default: the local basis); normalised to unit length")
     t.add_argument("--size", type=positive_float("--size"), default=3.0,
                    help="largest edit (distance in the output space)")
     t.add_argument("--frames", type=positive_int("--frames"), default=7, help="images per row")
