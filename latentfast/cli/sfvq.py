@@ -7,13 +7,16 @@ the curve is written.
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .._io import atomic_output_file, atomic_write_bytes, check_output
-from ._args import Interrupted, add_model_args, add_overwrite, add_quiet, positive_float, positive_int
+from . import _shard
+from ._args import Interrupted, add_model_args, add_overwrite, add_quiet, device, positive_float, positive_int
+from ._shard import add_shard_args
 
 CURVE_SUFFIXES = (".pt", ".pth")
 
@@ -41,7 +44,12 @@ def add_parser(sub):
     sa = ssub.add_parser("assign", help="nearest segment of each latent")
     sa.add_argument("--curve", required=True, help="curve file written by sfvq fit")
     sa.add_argument("--latents", required=True, help=".npy/.pt (N, D) latents")
-    sa.add_argument("--out", required=True, help=".npz file with index, t, distance_sq")
+    sa.add_argument("--out", required=True, help=".npz file with index, t, distance_sq; or a directory: a sharded "
+                                                 "job (torchrun, --rows) writing DIR/<array>/part-*.npy + "
+                                                 "manifest.json")
+    sa.add_argument("--device", type=device, default="cpu", help="cpu, cuda or cuda:N (cuda:LOCAL_RANK under "
+                                                                 "torchrun)")
+    add_shard_args(sa, chunk_default=65536)
     add_overwrite(sa)
     add_quiet(sa)
     sa.set_defaults(func=run_assign)
@@ -99,16 +107,56 @@ def run_fit(args) -> int:
 def run_assign(args) -> int:
     from . import _common
 
+    if Path(args.out).suffix == "":
+        return run_assign_rows(args)
     if Path(args.out).suffix.lower() != ".npz":
-        raise ValueError(f"--out: expected a file name ending in .npz, got {args.out}")
+        raise ValueError(f"--out: expected a file name ending in .npz (or a directory, without a suffix), got "
+                         f"{args.out}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError(f"--out: under torchrun give a directory (the ranks write parts of it), got {args.out}")
     check_output("--out", args.out, kind="file", overwrite=args.overwrite)
     curve = _common.load_curve_arg(args.curve)
     x = _common.load_latents_arg(args.latents, width=curve.dim)
-    a = curve.assign(x)
+    if args.rows is not None:
+        first, n = _shard.select_rows(x, args.rows)
+        x = x[first:first + n]
+    a = curve.to(args.device).assign(x.to(args.device))
     buf = io.BytesIO()
-    np.savez(buf, index=a.index.numpy(), t=a.t.detach().numpy(), distance_sq=a.distance_sq.detach().numpy())
+    np.savez(buf, index=a.index.cpu().numpy(), t=a.t.detach().cpu().numpy(),
+             distance_sq=a.distance_sq.detach().cpu().numpy())
     atomic_write_bytes(args.out, buf.getvalue(), overwrite=args.overwrite, name="--out")
     print(f"wrote {args.out}: {x.shape[0]} latents assigned to {curve.num_vertices - 1} segments")
+    return 0
+
+
+def run_assign_rows(args) -> int:
+    """``sfvq assign --out DIR``: index (int64), t and distance_sq (float32) of every selected row, sharded."""
+    from .._progress import progress
+    from . import _common
+
+    with _shard.job(args.device) as job:
+        curve = _common.load_curve_arg(args.curve).to(job.device)
+        x = _common.load_latents_arg(args.latents, width=curve.dim, mmap=True)
+        first, n = _shard.select_rows(x, args.rows)
+        arrays = {"index": ("int64", ()), "t": ("float32", ()), "distance_sq": ("float32", ())}
+        lo, hi = job.blocks(n, args.chunk)
+        manifest = _shard.manifest_for(job, "sfvq assign", arrays, first, n, args.chunk, dict(
+            curve=str(Path(args.curve).resolve()), latents=str(Path(args.latents).resolve())))
+        with _shard.sharded_output(job, args.out, overwrite=args.overwrite, manifest=manifest) as tmp:
+            parts = _shard.open_parts(job, tmp, arrays, hi - lo)
+            with progress(total=n, desc="assign", unit="row", enabled=job.rank == 0) as bar:
+                for c in range(lo, hi, args.chunk):
+                    c2 = min(c + args.chunk, hi)
+                    xc = _shard.rows_tensor(x, first + c, first + c2, job.device)
+                    a = curve.assign(xc)
+                    for key in arrays:
+                        parts[key][c - lo:c2 - lo] = getattr(a, key).detach().cpu().numpy()
+                    bar.update(min((c2 - c) * job.world, bar.total - bar.n))
+            for p in parts.values():
+                p.flush()
+            del parts
+    if job.rank == 0:
+        print(f"wrote the segments of {n} latents ({job.world} rank(s)) to {args.out}")
     return 0
 
 
