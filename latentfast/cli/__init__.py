@@ -46,10 +46,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     with LATENTFAST_TRACEBACK=1)."""
     args = build_parser().parse_args(argv)
     name = f"latentfast {args.command}" + (f" {args.sfvq_command}" if args.command == "sfvq" else "")
-    if getattr(args, "quiet", False):
-        from .._progress import set_quiet
+    from .. import _progress
 
-        set_quiet(True)
+    was_quiet = _progress._quiet
+    if getattr(args, "quiet", False):
+        _progress.set_quiet(True)
     try:
         return args.func(args)
     except KeyboardInterrupt as exc:
@@ -64,6 +65,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"{name}: internal error: {type(exc).__name__}: {_one_line(exc)} (LATENTFAST_TRACEBACK=1 shows "
               f"where)", file=sys.stderr)
         return 1
+    finally:
+        _progress.set_quiet(was_quiet)  # main() may run inside a larger program (or the tests)
 
 
 if __name__ == "__main__":

@@ -167,6 +167,10 @@ def run_render(args) -> int:
     _common.check_image_out(args.out, args.overwrite)
     curve = _common.load_curve_arg(args.curve)
     G = _common.load_generator_arg(args.checkpoint, args.device)
+    w_dim = getattr(G, "w_dim", curve.dim)
+    if curve.dim != w_dim:
+        raise ValueError(f"--curve: {args.curve} holds vertices of width {curve.dim}; the generator's W has width "
+                         f"{w_dim}")
     with torch.no_grad():
         imgs = G.synthesize(curve.vertices.detach().to(args.device))
     _common.write_image(args.out, viz.vertex_grid(imgs, "SFVQ vertices in curve order"), args.overwrite)

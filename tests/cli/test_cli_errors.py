@@ -73,6 +73,7 @@ def _cases(f, out, tmp):
     for key in ("png", "pickle_npy", "text", "empty", "dir", "latents_nan", "latents_1d"):
         case(f"fit-latents-{key}", "fit", lambda a, key=key: _set(a, "--latents", f[key]), ["--latents"],
              ["pickled data", "weights_only=False"])
+    case("render-curve-width", "render", lambda a: _set(a, "--curve", f["curve7"]), ["--curve", "width 7", "32"])
     case("assign-latents-width", "assign", lambda a: _set(a, "--latents", f["direction_rank"].parent / "w7.npy"),
          ["--latents", str(W_DIM)])
     for key in ("png", "pickle_npy", "text", "direction_zero", "direction_nan", "direction_inf", "direction_width",
@@ -123,6 +124,8 @@ def _prepare(tmp_path, files):
 
     files["curve"] = tmp_path / "inputs" / "curve.pt"
     SFVQ.from_vertices(torch.randn(8, W_DIM)).save(files["curve"])
+    files["curve7"] = tmp_path / "inputs" / "curve7.pt"
+    SFVQ.from_vertices(torch.randn(8, 7)).save(files["curve7"])
     np.save(tmp_path / "inputs" / "w7.npy", np.zeros((4, 7), np.float32))
     work = tmp_path / "work"
     work.mkdir()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from latentfast import _progress, cli
-from latentfast.cli import bench
+from latentfast.cli import _common, bench
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,10 +38,14 @@ def test_every_option_has_help_with_its_default():
 
 def test_quiet_silences_the_progress_bars(tmp_path, tiny_generator, monkeypatch):
     monkeypatch.setattr(_progress, "_quiet", False)
+    monkeypatch.delenv("LATENTFAST_QUIET", raising=False)
     assert cli.main(["basis", "--num", "1", "-k", "1", "--out", str(tmp_path / "b")]) == 0
     assert not _progress.is_quiet()
+    seen = []
+    monkeypatch.setattr(_common, "save_directions", lambda *a, **k: seen.append(_progress.is_quiet()))
     assert cli.main(["basis", "--num", "1", "-k", "1", "--out", str(tmp_path / "c"), "--quiet"]) == 0
-    assert _progress.is_quiet()
+    assert seen == [True]  # every bar of the command is silenced while it runs ...
+    assert not _progress.is_quiet()  # ... and the process's setting is restored afterwards
 
 
 def test_bench_help_is_not_empty(capsys):
