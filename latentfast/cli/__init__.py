@@ -2,10 +2,11 @@
 
   latentfast demo --out DIR [--quick]            the main job on the embedded default generator
   latentfast basis     [--checkpoint P] --out DIR     local bases at sampled latents -> .npy + GANSpace .npz
-  latentfast traverse  [--checkpoint P] --out FILE    linear / iterative traversal grid (PNG)
+  latentfast basis --latents z.npy [--rows a:b] --out DIR    sharded over rows (torchrun): parts + manifest
+  latentfast traverse  [--checkpoint P] --out FILE    linear / iterative traversal grid (.png, .jpg, ...)
   latentfast warpage   [--checkpoint P] --out DIR     Grassmannian warpage numbers + plot
   latentfast sfvq fit  [--checkpoint P | --latents F] --out FILE.pt
-  latentfast sfvq assign --curve FILE.pt --latents F --out FILE.npz
+  latentfast sfvq assign --curve FILE.pt --latents F --out FILE.npz | DIR   (DIR: sharded, as basis --latents)
   latentfast sfvq render [--checkpoint P] --curve FILE.pt --out FILE.png
   latentfast info                                 versions and backends
   latentfast bench [...]                          benchmarks (from a source checkout)

@@ -115,6 +115,18 @@ def _cases(f, out, tmp):
     # resume
     case("fit-resume-without-state", "fit", lambda a: a + ["--resume"], ["--resume", "pt.ckpt"])
     case("fit-state-without-resume", "fit", lambda a: a, ["--resume", "interrupted"])
+    # sharded jobs
+    case("basis-rows-reversed", "basis", lambda a: _set(a, "--latents", f["latents"]) + ["--rows", "5:2"], ["--rows"])
+    case("basis-rows-text", "basis", lambda a: _set(a, "--latents", f["latents"]) + ["--rows", "x"], ["--rows"])
+    case("basis-rows-past-the-end", "basis", lambda a: _set(a, "--latents", f["latents"]) + ["--rows", "0:301"],
+         ["--rows", "300"])
+    case("basis-rows-without-latents", "basis", lambda a: a + ["--rows", "0:2"], ["--rows", "--latents"])
+    case("basis-latents-missing", "basis", lambda a: _set(a, "--latents", miss), ["--latents", str(miss)])
+    case("basis-latents-png", "basis", lambda a: _set(a, "--latents", f["png"]), ["--latents", "img.png"])
+    case("basis-latents-out-exists", "basis", lambda a: _set(_set(a, "--latents", f["latents"]), "--out", existing_dir),
+         ["--out", str(existing_dir), "--overwrite"])
+    case("assign-dir-out-exists", "assign", lambda a: _set(a, "--out", existing_dir), ["--out", "--overwrite"])
+    case("assign-dir-out-is-file", "assign", lambda a: _set(a, "--out", blocker), ["--out", "not a directory"])
     case("basis-unknown-option", "basis", lambda a: a + ["--bogus"], ["--bogus"])
     return C
 
