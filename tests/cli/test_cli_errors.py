@@ -12,7 +12,7 @@ import torch
 
 from latentfast import cli
 
-from conftest import W_DIM
+W_DIM = 32  # the tiny generator's (tests/cli/conftest.py)
 
 CUDA = torch.cuda.is_available()
 
