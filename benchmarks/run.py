@@ -1,9 +1,9 @@
-"""``python -m benchmarks [--quick] [--only LB,SEG] [--out benchmarks/results]``: run the workloads, write JSON +
-markdown + PNG.
+"""``python -m benchmarks [--quick] [--only LB,SEG] [--out DIR]``: run the workloads, write JSON + markdown + PNG.
 
-``main(argv)`` is the entry point for ``latentfast bench`` as well (the package never imports this module; the
-CLI may call ``benchmarks.run.main(argv)`` when the repository's benchmarks/ directory is importable).
-Files: ``<out>/latest_<device>[_quick].json``, ``.md`` and ``.png``.  Exit status 0 when every correctness
+``latentfast bench`` runs the same (``run(args)``; the options are defined once, in latentfast/cli/bench.py).
+Files: ``<out>/latest_<device>[_quick].json``, ``.md`` and ``.png``; without ``--out`` a new directory
+``benchmarks/results/runs/<UTC time>_<device>[_quick]``, so the committed ``benchmarks/results/latest_*`` change
+only when asked (``--out benchmarks/results``).  Exit status 0 when every correctness
 check passed (targets missed do not fail the run; they are reported with the factor by which they were missed).
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from . import workloads
 from .plot import bar_plot
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = REPO / "benchmarks" / "results"
+RUNS = REPO / "benchmarks" / "results" / "runs"
 
 
 def _git(*args: str) -> str:
@@ -219,19 +219,21 @@ def _fmt_detail(d: dict) -> str:
 
 
 def parse(argv):
-    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="CI-sized workloads (seconds, not minutes)")
-    ap.add_argument("--only", default="", help="comma-separated subset of " + ",".join(workloads.WORKLOADS))
-    ap.add_argument("--out", default=str(DEFAULT_OUT), help="output directory (default benchmarks/results)")
-    ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    ap.add_argument("--threads", type=int, default=0,
-                    help="torch intra-op threads (default: torch's own choice, usually one per core)")
+    from latentfast.cli._args import Parser
+    from latentfast.cli.bench import add_arguments
+
+    ap = Parser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    add_arguments(ap)
     return ap.parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = parse(sys.argv[1:] if argv is None else argv)
-    if args.threads > 0:
+    argv = sys.argv[1:] if argv is None else argv
+    return run(parse(argv), command="python -m benchmarks " + " ".join(argv))
+
+
+def run(args, command: str) -> int:
+    if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device
     if device == "auto":
@@ -245,7 +247,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     prov = provenance(device, mode)
     sizes = workloads.SIZES[mode][kind]
-    report = dict(provenance=prov, command="python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv),
+    report = dict(provenance=prov, command=command.strip(),
                   sizes={n: sizes[n] for n in names}, workloads={})
     start = time.perf_counter()
     all_passed = True
@@ -274,9 +276,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     report["targets"] = evaluate_targets(report["workloads"], kind)
     report["all_checks_passed"] = all_passed
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     stem = f"latest_{kind}" + ("_quick" if args.quick else "")
+    if args.out:
+        out = Path(args.out)
+    else:
+        out = RUNS / (_dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + stem[len("latest"):])
+    out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
     md = markdown(report)
     (out / f"{stem}.md").write_text(md)

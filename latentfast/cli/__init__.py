@@ -2,268 +2,72 @@
 
   latentfast demo --out DIR [--quick]            the main job on the embedded default generator
   latentfast basis     [--checkpoint P] --out DIR     local bases at sampled latents -> .npy + GANSpace .npz
-  latentfast traverse  [--checkpoint P] --out FILE    linear / iterative traversal grid (PNG)
+  latentfast basis --latents z.npy [--rows a:b] --out DIR    sharded over rows (torchrun): parts + manifest
+  latentfast traverse  [--checkpoint P] --out FILE    linear / iterative traversal grid (.png, .jpg, ...)
   latentfast warpage   [--checkpoint P] --out DIR     Grassmannian warpage numbers + plot
   latentfast sfvq fit  [--checkpoint P | --latents F] --out FILE.pt
-  latentfast sfvq assign --curve FILE.pt --latents F --out FILE.npz
+  latentfast sfvq assign --curve FILE.pt --latents F --out FILE.npz | DIR   (DIR: sharded, as basis --latents)
   latentfast sfvq render [--checkpoint P] --curve FILE.pt --out FILE.png
   latentfast info                                 versions and backends
   latentfast bench [...]                          benchmarks (from a source checkout)
 
-Errors in the arguments or inputs print one line naming the argument and exit with status 2.
+Each subcommand lives in its own module (``add_parser(sub)`` registers it, ``run(args)`` runs it).  Errors in the
+arguments or inputs print one line naming the argument and exit with status 2; Ctrl-C prints one line and exits
+with status 130.
 """
 from __future__ import annotations
 
-import argparse
+import os
 import sys
-from pathlib import Path
 from typing import List, Optional
 
-import numpy as np
-import torch
-
 from .._dispatch import BackendUnavailable
-from .._io import atomic_output_dir, atomic_write_bytes, check_writable_parent
+from . import basis, bench, demo_command, info, sfvq, traverse, warpage
+from ._args import Parser
+
+COMMANDS = (demo_command, basis, traverse, warpage, sfvq, info, bench)
+USAGE_ERRORS = (ValueError, TypeError, OSError, BackendUnavailable)  # exit 2: the input or the arguments
 
 
-def _positive(name):
-    def parse(s):
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name}: expected a positive integer, got {s!r}")
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"{name}: expected a positive integer, got {v}")
-        return v
-    return parse
-
-
-def _add_model_args(p):
-    p.add_argument("--checkpoint", help="generator file (rosinality .pt, NVIDIA .pkl, BigGAN dir); "
-                                        "default: the embedded default generator")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
-
-
-def cmd_demo(args) -> int:
-    from .demo import run_demo
-
-    report = run_demo(args.out, quick=args.quick, overwrite=args.overwrite, progress=not args.quiet)
-    print(f"wrote {args.out} (report.md, report.json, pictures) in {report['timings_s']['total']:.1f} s")
-    return 0
-
-
-def _latents_for(G, args, n):
-    g = torch.Generator().manual_seed(args.seed)
-    return G.sample_z(n, g, device=args.device)
-
-
-def cmd_basis(args) -> int:
-    from ..localbasis import local_basis
-    from ._common import load_generator_arg, save_directions, write_json
-
-    G = load_generator_arg(args.checkpoint, args.device)
-    z = _latents_for(G, args, args.num)
-    f = G.mlp_spec() or G.f
-    lb = local_basis(f, z, args.k, args.method, generator=torch.Generator().manual_seed(args.seed))
-    with atomic_output_dir(args.out, overwrite=args.overwrite, name="--out") as tmp:
-        np.save(tmp / "z.npy", z.cpu().numpy())
-        for i in range(args.num):
-            save_directions(tmp, f"latent{i:03d}", lb.basis[i].T, lb.points[i], lb.singular_values[i])
-        write_json(tmp / "basis.json", {"k": args.k, "method": lb.method, "num_latents": args.num,
-                                        "singular_values": lb.singular_values.tolist(),
-                                        "residual": lb.residual.tolist()})
-    print(f"wrote {args.num} local bases (k={args.k}, {lb.method}) to {args.out}")
-    return 0
-
-
-def cmd_traverse(args) -> int:
-    from .. import viz
-    from ..localbasis import local_basis, traverse_iterative
-    from ._common import basis_method, load_generator_arg, write_png
-    from .demo import traversal_panel
-
-    G = load_generator_arg(args.checkpoint, args.device)
-    check_writable_parent("--out", Path(args.out))
-    z = _latents_for(G, args, 1)
-    f = G.mlp_spec() or G.f
-    lb = local_basis(f, z, args.k, basis_method(args.k, z.shape[1]), generator=torch.Generator().manual_seed(args.seed))
-    if args.direction:
-        d = torch.from_numpy(np.load(args.direction, allow_pickle=False)).float().reshape(1, -1)
-        if d.shape[1] != lb.points.shape[1]:
-            raise ValueError(f"--direction: expected a vector of width {lb.points.shape[1]}, got {tuple(d.shape)}")
-        dirs = d / d.norm()
-    else:
-        dirs = lb.basis[0].T
-    alphas = torch.linspace(-args.size, args.size, args.frames)
-    panel = traversal_panel(G, lb.points[0], dirs, alphas, "linear")
-    if args.iterative and not args.direction:
-        rows = []
-        picks = torch.linspace(0, 2 * args.steps, args.frames).round().long()
-        for i in range(dirs.shape[0]):
-            tr = traverse_iterative(f, z[0], i, num_steps=args.steps, step=args.size / args.steps, k=args.k)
-            rows.append(tr.outputs[picks])
-        with torch.no_grad():
-            imgs = G.synthesize(torch.cat(rows))
-        panel = viz.hstack([panel, viz.image_grid(imgs, dirs.shape[0], args.frames, scale=2, title="iterative")])
-    write_png(args.out, panel)
-    print(f"wrote {args.out}")
-    return 0
-
-
-def cmd_warpage(args) -> int:
-    from ..baselines import ganspace_directions
-    from ..localbasis import warpage
-    from ._common import load_generator_arg, sample_w, warpage_chart, write_json
-
-    G = load_generator_arg(args.checkpoint, args.device)
-    z = _latents_for(G, args, args.num)
-    f = G.mlp_spec() or G.f
-    w = sample_w(G, 10000, torch.Generator().manual_seed(args.seed), device=args.device)
-    gs = ganspace_directions(w, max(args.k))
-    wp = warpage(f, z, args.k, eps=args.eps, global_basis=gs.components.T,
-                 generator=torch.Generator().manual_seed(args.seed))
-    with atomic_output_dir(args.out, overwrite=args.overwrite, name="--out") as tmp:
-        write_json(tmp / "warpage.json", wp.to_dict())
-        warpage_chart(wp, args.k, args.eps, "Grassmannian warpage (geodesic)").save(tmp / "warpage.png")
-    print(f"wrote {args.out}")
-    return 0
-
-
-def cmd_sfvq(args) -> int:
-    from .. import viz
-    from ..sfvq import SFVQ
-    from ._common import load_generator_arg, load_latents_arg, sample_w, write_png
-
-    if args.sfvq_command == "fit":
-        if args.latents:
-            w = load_latents_arg(args.latents)
-        else:
-            G = load_generator_arg(args.checkpoint, args.device)
-            w = sample_w(G, args.num, torch.Generator().manual_seed(args.seed), device=args.device)
-        check_writable_parent("--out", Path(args.out))
-        curve = SFVQ(args.num_vertices, w.shape[1])
-        log = curve.fit(w, epochs_per_stage=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                        progress=not args.quiet, generator=torch.Generator().manual_seed(args.seed))
-        curve.save(args.out)
-        print(f"wrote {args.out}: {args.num_vertices} vertices, final loss {log.final_loss:.5f}")
-        return 0
-    curve = SFVQ.load(args.curve)
-    if args.sfvq_command == "assign":
-        x = load_latents_arg(args.latents)
-        a = curve.assign(x)
-        check_writable_parent("--out", Path(args.out))
-        buf = __import__("io").BytesIO()
-        np.savez(buf, index=a.index.numpy(), t=a.t.numpy(), distance_sq=a.distance_sq.numpy())
-        atomic_write_bytes(args.out, buf.getvalue(), name="--out")
-        print(f"wrote {args.out}: {x.shape[0]} latents assigned to {curve.num_vertices - 1} segments")
-        return 0
-    # render
-    G = load_generator_arg(args.checkpoint, args.device)
-    with torch.no_grad():
-        imgs = G.synthesize(curve.vertices.detach())
-    write_png(args.out, viz.vertex_grid(imgs, "SFVQ vertices in curve order"))
-    print(f"wrote {args.out}")
-    return 0
-
-
-def cmd_info(args) -> int:
-    from ..info import report
-
-    print(report())
-    return 0
-
-
-def cmd_bench(args) -> int:
-    try:
-        from benchmarks.run import main as bench_main
-    except ImportError as exc:
-        raise ValueError("bench: the benchmarks/ folder of a latentfast source checkout must be importable "
-                         f"(run from the repository root): {exc}") from exc
-    return int(bench_main(args.rest) or 0)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="latentfast", description="Fast Local Basis and SFVQ for GAN latent spaces.")
+def build_parser() -> Parser:
+    p = Parser(prog="latentfast", description="Fast Local Basis and SFVQ for GAN latent spaces.")
     sub = p.add_subparsers(dest="command", required=True)
-
-    d = sub.add_parser("demo", help="the main job on the embedded default generator")
-    d.add_argument("--out", required=True)
-    d.add_argument("--quick", action="store_true", help="reduced sizes (CI)")
-    d.add_argument("--overwrite", action="store_true")
-    d.add_argument("--quiet", action="store_true")
-    d.set_defaults(func=cmd_demo)
-
-    b = sub.add_parser("basis", help="local bases at sampled latents")
-    _add_model_args(b)
-    b.add_argument("--num", type=_positive("--num"), default=8)
-    b.add_argument("-k", "--k", type=_positive("--k"), default=10)
-    b.add_argument("--method", default="auto", choices=["auto", "exact", "randomized"])
-    b.add_argument("--out", required=True)
-    b.add_argument("--overwrite", action="store_true")
-    b.set_defaults(func=cmd_basis)
-
-    t = sub.add_parser("traverse", help="traversal grid of local directions (or a given direction)")
-    _add_model_args(t)
-    t.add_argument("-k", "--k", type=_positive("--k"), default=5)
-    t.add_argument("--direction", help=".npy unit vector to traverse instead of the local basis")
-    t.add_argument("--size", type=float, default=3.0, help="largest edit (distance in the output space)")
-    t.add_argument("--frames", type=_positive("--frames"), default=7)
-    t.add_argument("--iterative", action="store_true")
-    t.add_argument("--steps", type=_positive("--steps"), default=12)
-    t.add_argument("--out", required=True)
-    t.set_defaults(func=cmd_traverse)
-
-    w = sub.add_parser("warpage", help="Grassmannian warpage study")
-    _add_model_args(w)
-    w.add_argument("--num", type=_positive("--num"), default=64)
-    w.add_argument("-k", "--k", type=_positive("--k"), nargs="+", default=[1, 2, 4, 8])
-    w.add_argument("--eps", type=float, nargs="+", default=[0.01, 0.1, 1.0])
-    w.add_argument("--out", required=True)
-    w.add_argument("--overwrite", action="store_true")
-    w.set_defaults(func=cmd_warpage)
-
-    s = sub.add_parser("sfvq", help="space-filling VQ: fit, assign, render")
-    ssub = s.add_subparsers(dest="sfvq_command", required=True)
-    sf = ssub.add_parser("fit")
-    _add_model_args(sf)
-    sf.add_argument("--latents", help=".npy/.pt (N, D) latents; default: W samples of the generator")
-    sf.add_argument("--num", type=_positive("--num"), default=20000, help="W samples when no --latents")
-    sf.add_argument("--num-vertices", type=_positive("--num-vertices"), default=32)
-    sf.add_argument("--epochs", type=_positive("--epochs"), default=5)
-    sf.add_argument("--batch-size", type=_positive("--batch-size"), default=64)
-    sf.add_argument("--lr", type=float, default=1e-3)
-    sf.add_argument("--out", required=True)
-    sa = ssub.add_parser("assign")
-    sa.add_argument("--curve", required=True)
-    sa.add_argument("--latents", required=True)
-    sa.add_argument("--out", required=True)
-    sr = ssub.add_parser("render")
-    _add_model_args(sr)
-    sr.add_argument("--curve", required=True)
-    sr.add_argument("--out", required=True)
-    for q in (sa,):
-        q.add_argument("--quiet", action="store_true")
-    s.set_defaults(func=cmd_sfvq)
-
-    i = sub.add_parser("info", help="versions and backends")
-    i.set_defaults(func=cmd_info)
-
-    be = sub.add_parser("bench", help="benchmarks against the official codes (source checkout)")
-    be.add_argument("rest", nargs=argparse.REMAINDER)
-    be.set_defaults(func=cmd_bench)
+    for command in COMMANDS:
+        command.add_parser(sub)
     return p
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run the command; returns its exit status: 0 done, 2 bad arguments or input (one line on stderr),
+    130 interrupted (Ctrl-C: one line, partial outputs removed), 1 an unexpected error (one line; the traceback
+    with LATENTFAST_TRACEBACK=1)."""
+    args = build_parser().parse_args(argv)
+    name = f"latentfast {args.command}" + (f" {args.sfvq_command}" if args.command == "sfvq" else "")
+    from .. import _progress
+
+    was_quiet = _progress._quiet
+    if getattr(args, "quiet", False):
+        _progress.set_quiet(True)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, PermissionError, BackendUnavailable) as exc:
-        print(f"latentfast {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"{name}: {_one_line(exc) if str(exc) else 'interrupted; no output was written'}", file=sys.stderr)
+        return 130
+    except USAGE_ERRORS as exc:
+        print(f"{name}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if os.environ.get("LATENTFAST_TRACEBACK", "0") not in ("", "0"):
+            raise
+        print(f"{name}: internal error: {type(exc).__name__}: {_one_line(exc)} (LATENTFAST_TRACEBACK=1 shows "
+              f"where)", file=sys.stderr)
+        return 1
+    finally:
+        _progress.set_quiet(was_quiet)  # main() may run inside a larger program (or the tests)
 
 
 if __name__ == "__main__":

@@ -1,24 +1,18 @@
 """The `latentfast` command: every subcommand end to end on tiny inputs, and its error handling."""
+import inspect
 import json
-import os
 
 import numpy as np
 import pytest
 import torch
 
 from latentfast import cli
-from latentfast.cli import _common
 
 
-@pytest.fixture
-def tiny_generator(monkeypatch):
-    """A small random StyleGAN2 stands in for checkpoints (the shipped default is tested in tests/models)."""
-    from latentfast.models import StyleGAN2Generator
+def _fit_has_checkpoint_api() -> bool:
+    from latentfast.sfvq import SFVQ
 
-    torch.manual_seed(0)
-    G = StyleGAN2Generator(16, 32, n_mlp=3, channels={4: 16, 8: 16, 16: 16}).eval()
-    monkeypatch.setattr(_common, "load_generator_arg", lambda checkpoint, device="cpu": G)
-    return G
+    return {"checkpoint", "checkpoint_every", "resume", "init"} <= set(inspect.signature(SFVQ.fit).parameters)
 
 
 def test_demo_quick_on_the_shipped_generator(tmp_path, capsys):
@@ -74,12 +68,13 @@ def test_basis_writes_unit_directions_and_ganspace_npz(tmp_path, tiny_generator)
     assert len(meta["singular_values"]) == 2
 
 
-def test_sfvq_fit_assign_render(tmp_path, tiny_generator):
+def _fit_assign_render(tmp_path):
     lat = tmp_path / "w.npy"
     np.save(lat, np.random.default_rng(0).normal(size=(300, 32)).astype(np.float32))
     curve = tmp_path / "curve.pt"
     assert cli.main(["sfvq", "fit", "--latents", str(lat), "--num-vertices", "8", "--epochs", "1",
                      "--out", str(curve), "--quiet"]) == 0
+    assert not (tmp_path / "curve.pt.ckpt").exists()  # the training state goes once the curve is written
     assign = tmp_path / "assign.npz"
     assert cli.main(["sfvq", "assign", "--curve", str(curve), "--latents", str(lat), "--out", str(assign)]) == 0
     a = np.load(assign)
@@ -89,40 +84,26 @@ def test_sfvq_fit_assign_render(tmp_path, tiny_generator):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.skipif(not _fit_has_checkpoint_api(), reason="SFVQ.fit has no checkpoint=/resume=/init= yet (the "
+                                                            "sfvq branch adds them); test_sfvq_commands_fake_fit "
+                                                            "covers the command meanwhile")
+def test_sfvq_fit_assign_render(tmp_path, tiny_generator):
+    _fit_assign_render(tmp_path)
+
+
+def test_sfvq_commands_fake_fit(tmp_path, tiny_generator, fake_fit):
+    _fit_assign_render(tmp_path)
+    (call,) = fake_fit.calls
+    assert call["checkpoint"] == tmp_path / "curve.pt.ckpt" and call["resume"] is False and call["init"] == "data"
+    assert call["checkpoint_every"] == 1000
+
+
 def test_traverse_and_warpage(tmp_path, tiny_generator):
     png = tmp_path / "t.png"
     assert cli.main(["traverse", "-k", "2", "--frames", "3", "--iterative", "--steps", "2", "--out", str(png)]) == 0
     assert png.is_file()
     assert cli.main(["warpage", "--num", "4", "-k", "1", "2", "--eps", "0.1", "--out", str(tmp_path / "wp")]) == 0
     assert json.loads((tmp_path / "wp" / "warpage.json").read_text())["k"] == [1, 2]
-
-
-@pytest.mark.parametrize("case", ["not-npy", "wrong-shape", "wrong-width-direction", "parent-missing"])
-def test_bad_input_is_one_clear_line(tmp_path, tiny_generator, capsys, case):
-    if case == "not-npy":
-        bad = tmp_path / "x.npy"
-        bad.write_text("this is not an array")
-        argv = ["sfvq", "fit", "--latents", str(bad), "--out", str(tmp_path / "c.pt")]
-        words = ["--latents", "x.npy"]
-    elif case == "wrong-shape":
-        bad = tmp_path / "x.npy"
-        np.save(bad, np.zeros(5, dtype=np.float32))
-        argv = ["sfvq", "fit", "--latents", str(bad), "--out", str(tmp_path / "c.pt")]
-        words = ["--latents", "(N, D)", "(5,)"]
-    elif case == "wrong-width-direction":
-        d = tmp_path / "d.npy"
-        np.save(d, np.ones(7, dtype=np.float32))
-        argv = ["traverse", "--direction", str(d), "--out", str(tmp_path / "t.png")]
-        words = ["--direction", "32"]
-    else:
-        blocker = tmp_path / "a-file"
-        blocker.write_text("")
-        argv = ["basis", "--num", "1", "-k", "2", "--out", str(blocker / "b")]
-        words = ["--out", "is not a directory"]
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err
-    for w in words:
-        assert w in err, err
 
 
 def test_info_lists_backends(capsys):

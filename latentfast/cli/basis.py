@@ -1,0 +1,91 @@
+"""``latentfast basis``: local bases at sampled latents -> unit-vector .npy files + GANSpace .npz."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .._io import atomic_output_dir, check_output
+from pathlib import Path
+
+from . import _shard
+from ._args import add_model_args, add_overwrite, latents_for, positive_int
+from ._shard import add_shard_args
+
+
+def add_parser(sub):
+    b = sub.add_parser("basis", help="local bases at sampled latents")
+    add_model_args(b)
+    b.add_argument("--num", type=positive_int("--num"), default=8, help="latents sampled")
+    b.add_argument("-k", "--k", type=positive_int("--k"), default=10, help="directions per latent")
+    b.add_argument("--method", default="auto", choices=["auto", "exact", "randomized"],
+                   help="local_basis method")
+    b.add_argument("--latents", help=".npy/.pt (N, z_dim) inputs of f: a sharded job over their rows (torchrun, "
+                                     "--rows) writing DIR/<array>/part-*.npy + manifest.json; default: --num "
+                                     "sampled latents, one .npy per direction")
+    add_shard_args(b, chunk_default=256)
+    b.add_argument("--out", required=True, help="output directory")
+    add_overwrite(b)
+    b.set_defaults(func=run)
+
+
+def run_rows(args, G, f) -> int:
+    """``basis --latents``: points, basis, singular_values, input_basis, residual for every selected row."""
+    from .._progress import progress
+    from ..localbasis import local_basis
+    from . import _common
+
+    with _shard.job(args.device) as job:
+        x = _common.load_latents_arg(args.latents, width=getattr(G, "z_dim", None), mmap=True)
+        first, n = _shard.select_rows(x, args.rows)
+        k = args.k
+        with torch.no_grad():
+            d_out = G.f(_shard.rows_tensor(x, first, first + 1, job.device)).shape[1]
+        arrays = {"points": ("float32", (d_out,)), "basis": ("float32", (d_out, k)),
+                  "singular_values": ("float32", (k,)), "input_basis": ("float32", (x.shape[1], k)),
+                  "residual": ("float32", ())}
+        lo, hi = job.blocks(n, args.chunk)
+        manifest = _shard.manifest_for(job, "basis", arrays, first, n, args.chunk, dict(
+            latents=str(Path(args.latents).resolve()), checkpoint=args.checkpoint, k=k, method=args.method,
+            seed=args.seed))
+        with _shard.sharded_output(job, args.out, overwrite=args.overwrite, manifest=manifest) as tmp:
+            parts = _shard.open_parts(job, tmp, arrays, hi - lo)
+            with progress(total=n, desc="local bases", unit="row", enabled=job.rank == 0) as bar:
+                for c in range(lo, hi, args.chunk):
+                    c2 = min(c + args.chunk, hi)
+                    z = _shard.rows_tensor(x, first + c, first + c2, job.device)
+                    gen = torch.Generator(job.device).manual_seed(args.seed * 1_000_003 + (first + c) // args.chunk)
+                    lb = local_basis(f, z, k, args.method, generator=gen)
+                    for key in arrays:
+                        parts[key][c - lo:c2 - lo] = getattr(lb, key).detach().float().cpu().numpy()
+                    bar.update(min((c2 - c) * job.world, bar.total - bar.n))
+            for a in parts.values():
+                a.flush()
+            del parts
+    if job.rank == 0:
+        print(f"wrote local bases of {n} latents (k={k}, {args.method}, {job.world} rank(s)) to {args.out}")
+    return 0
+
+
+def run(args) -> int:
+    from ..localbasis import local_basis
+    from . import _common
+
+    if args.latents or args.rows is not None:
+        if args.rows is not None and not args.latents:
+            raise ValueError("--rows: selects rows of --latents; give --latents too")
+        G = _common.load_generator_arg(args.checkpoint, args.device)
+        return run_rows(args, G, G.mlp_spec() or G.f)
+    check_output("--out", args.out, kind="dir", overwrite=args.overwrite)
+    G = _common.load_generator_arg(args.checkpoint, args.device)
+    z = latents_for(G, args, args.num)
+    f = G.mlp_spec() or G.f
+    lb = local_basis(f, z, args.k, args.method, generator=torch.Generator().manual_seed(args.seed))
+    with atomic_output_dir(args.out, overwrite=args.overwrite, name="--out") as tmp:
+        np.save(tmp / "z.npy", z.cpu().numpy())
+        for i in range(args.num):
+            _common.save_directions(tmp, f"latent{i:03d}", lb.basis[i].T, lb.points[i], lb.singular_values[i])
+        _common.write_json(tmp / "basis.json", {"k": args.k, "method": lb.method, "num_latents": args.num,
+                                                "singular_values": lb.singular_values.tolist(),
+                                                "residual": lb.residual.tolist()})
+    print(f"wrote {args.num} local bases (k={args.k}, {lb.method}) to {args.out}")
+    return 0

@@ -1,0 +1,128 @@
+"""Sharded jobs (issue 12): `basis --latents` and `sfvq assign --out DIR` under torchrun (gloo, 2 processes)
+equal one process row for row, `--rows a:b` splits a job without torchrun, and a failing rank fails the whole
+job with its error and leaves no output directory."""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from latentfast import cli
+from latentfast.cli._shard import load_parts
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(args, cwd, nproc=2, script=None):
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--nnodes", "1",
+              "--master_addr", "127.0.0.1", "--master_port", str(_free_port())]
+    target = [str(script)] if script else ["-m", "latentfast.cli"]
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", LATENTFAST_QUIET="1")
+    return subprocess.run(launch + target + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each torchrun worker (OMP_NUM_THREADS=1): the same float operations
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def latents(tmp_path):
+    z = tmp_path / "z.npy"
+    np.save(z, np.random.default_rng(0).normal(size=(37, 64)).astype(np.float32))  # the embedded G: z_dim 64
+    return z
+
+
+def _no_leftovers(root):
+    assert not [p.name for p in root.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.slow
+def test_sharded_basis_and_assign_equal_one_process(tmp_path, latents, one_thread):
+    from latentfast.sfvq import SFVQ
+
+    curve = tmp_path / "c.pt"
+    SFVQ.from_vertices(torch.randn(16, 64)).save(curve)
+    r = torchrun(["basis", "--latents", str(latents), "-k", "3", "--method", "randomized", "--chunk", "8",
+                  "--out", str(tmp_path / "sharded")], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = torchrun(["sfvq", "assign", "--curve", str(curve), "--latents", str(latents), "--chunk", "5",
+                  "--out", str(tmp_path / "assign_sharded")], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    assert cli.main(["basis", "--latents", str(latents), "-k", "3", "--method", "randomized", "--chunk", "8",
+                     "--out", str(tmp_path / "one")]) == 0
+    assert cli.main(["sfvq", "assign", "--curve", str(curve), "--latents", str(latents),
+                     "--out", str(tmp_path / "a.npz")]) == 0
+    sharded, one = load_parts(tmp_path / "sharded"), load_parts(tmp_path / "one")
+    assert set(sharded) == {"points", "basis", "singular_values", "input_basis", "residual"}
+    for key in one:
+        assert sharded[key].shape[0] == 37
+        np.testing.assert_array_equal(sharded[key], one[key], err_msg=key)
+    man = json.loads((tmp_path / "sharded" / "manifest.json").read_text())
+    assert man["world_size"] == 2 and [p["rows"] for p in man["parts"]] == [[0, 16], [16, 37]]
+    assert man["arrays"]["basis"] == {"shape": [37, 64, 3], "dtype": "float32"}
+    assert man["provenance"]["k"] == 3 and man["provenance"]["method"] == "randomized"
+    a, b = np.load(tmp_path / "a.npz"), load_parts(tmp_path / "assign_sharded")
+    for key in ("index", "t", "distance_sq"):
+        np.testing.assert_array_equal(b[key], a[key], err_msg=key)
+    _no_leftovers(tmp_path)
+
+
+def test_rows_split_a_job_without_torchrun(tmp_path, latents, tiny_generator):
+    lat = tmp_path / "z32.npy"
+    np.save(lat, np.random.default_rng(1).normal(size=(21, 32)).astype(np.float32))
+    base = ["basis", "--latents", str(lat), "-k", "2", "--method", "randomized", "--chunk", "4"]
+    assert cli.main(base + ["--out", str(tmp_path / "all")]) == 0
+    assert cli.main(base + ["--rows", "0:8", "--out", str(tmp_path / "p0")]) == 0
+    assert cli.main(base + ["--rows", "8:", "--out", str(tmp_path / "p1")]) == 0
+    whole, p0, p1 = (load_parts(tmp_path / n) for n in ("all", "p0", "p1"))
+    for key in whole:
+        np.testing.assert_array_equal(np.concatenate([p0[key], p1[key]]), whole[key], err_msg=key)
+    assert json.loads((tmp_path / "p1" / "manifest.json").read_text())["rows"] == [8, 21]
+    assert cli.main(base + ["--rows", "8:99", "--out", str(tmp_path / "p2")]) == 2
+    assert not (tmp_path / "p2").exists()
+
+
+FAILING = """
+import os, sys
+import latentfast.localbasis as lb
+real = lb.local_basis
+def failing(*a, **k):
+    if os.environ["RANK"] == "1":
+        raise ValueError("simulated failure on rank 1")
+    return real(*a, **k)
+lb.local_basis = failing
+import latentfast.cli as c
+sys.exit(c.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_failing_rank_fails_the_job_and_leaves_no_output(tmp_path, latents):
+    script = tmp_path / "failing.py"
+    script.write_text(FAILING)
+    r = torchrun(["basis", "--latents", str(latents), "-k", "3", "--method", "exact", "--chunk", "8",
+                  "--out", str(tmp_path / "out")], tmp_path, script=script)
+    assert r.returncode != 0
+    assert "latentfast basis: error: simulated failure on rank 1" in r.stderr, r.stderr[-3000:]
+    assert "latentfast basis: error: rank 1 of 2 failed: ValueError: simulated failure on rank 1" in r.stderr
+    ours = [l for l in r.stderr.splitlines() if l.startswith("latentfast basis:")]
+    assert len(ours) == 2, ours  # one line per rank (the traceback after them is torchrun's ChildFailedError)
+    assert 'File "' + str(REPO / "latentfast") not in r.stderr
+    assert not (tmp_path / "out").exists()
+    _no_leftovers(tmp_path)
