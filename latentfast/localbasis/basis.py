@@ -115,7 +115,7 @@ def _randomized(op: JacobianOperator, k: int, oversample: int, power_iters: Opti
     B = op.points.shape[0]
     kmax = min(op.d_in, op.d_out)
     r = min(k + oversample, kmax)
-    dt, dev = op.points.dtype, op.points.device
+    dt, dev = op.dtype, op.points.device
     gdev = generator.device if generator is not None else dev
     omega = torch.randn(B, op.d_in, r, generator=generator, dtype=dt, device=gdev).to(dev)
     blocks = [orthonormalize(op.jvp(omega))]  # K_0
@@ -181,9 +181,7 @@ def local_basis(f: Callable[[Tensor], Tensor], z, k: Optional[int] = None, metho
     if power_iters is not None:
         power_iters = _checks.check_int("power_iters", power_iters, low=0)
     if tol is not None:
-        tol = float(tol)
-        if not tol > 0:
-            raise ValueError(f"tol: expected a positive float or None, got {tol!r}")
+        tol = _checks.as_float("tol", tol, positive=True)
         if power_iters is not None:
             raise ValueError("tol: give either power_iters (a fixed count) or tol (adaptive), not both")
     if generator is not None and not isinstance(generator, torch.Generator):
@@ -194,18 +192,23 @@ def local_basis(f: Callable[[Tensor], Tensor], z, k: Optional[int] = None, metho
     spec = mlp_spec_of(f)
     if spec is not None and spec.d_in != z.shape[1]:
         raise ValueError(f"z: expected width d_in = {spec.d_in} for this MLP, got shape {tuple(z.shape)}")
-    try:
-        first = linearize(f, z[:1], backend)
-    except RuntimeError as exc:  # typically a shape mismatch inside f
-        raise ValueError(f"z: f could not be applied to a latent of shape {tuple(z[:1].shape)}: {exc}") from exc
-    if first.points.dim() != 2 or first.points.shape[0] != 1:
-        raise ValueError(f"f: expected f(z) of shape (B, ...) with B = 1 for one latent, got {tuple(first.points.shape)}")
+    def lin(s, e):  # f's output enters here: checked in jacobian.linearize
+        try:
+            return linearize(f, z[s:e], backend, row_offset=s)
+        except RuntimeError as exc:  # typically a shape or dtype mismatch inside f
+            raise ValueError(f"z: f could not be applied to latents of shape {tuple(z[s:e].shape)} "
+                             f"({z.dtype}): {exc}") from exc
+
+    first = lin(0, 1)
     d_in, d_out = z.shape[1], first.d_out
     kmax = min(d_in, d_out)
     if k is None:
         if method == "randomized":
             raise ValueError("k: method='randomized' needs k (the number of directions), got None")
         k = kmax
+    if not isinstance(k, bool) and isinstance(k, int) and not 1 <= k <= kmax:
+        raise ValueError(f"k: expected 1 <= k <= min(d_in, d_out) = {kmax} (d_in = {d_in}, d_out = {d_out}), "
+                         f"got {k}")
     k = _checks.check_int("k", k, low=1, high=kmax)
     if method == "auto":
         method = "randomized" if (k + oversample) * 4 <= kmax and kmax >= 64 else "exact"
@@ -217,13 +220,13 @@ def local_basis(f: Callable[[Tensor], Tensor], z, k: Optional[int] = None, metho
 
     outs = []
     for s in range(0, z.shape[0], chunk_size):
-        op = first if (s == 0 and z.shape[0] == 1) else linearize(f, z[s:s + chunk_size], backend)
+        op = first if (s == 0 and z.shape[0] == 1) else lin(s, s + chunk_size)
         if method == "exact":
             U, S, V, res = _exact(op, k)
         else:
             U, S, V, res = _randomized(op, k, oversample, power_iters, tol, generator)
         U, V = fix_signs(U, V)
-        outs.append((op.points, U, S, V, res))
+        outs.append((op.points, *(t.to(z.dtype) for t in (U, S, V, res))))
     points, U, S, V, res = (torch.cat(parts) for parts in zip(*outs))
     if single:
         points, U, S, V, res = points[0], U[0], S[0], V[0], res[0]
