@@ -155,11 +155,13 @@ def traverse_iterative(f, z, index: Optional[int] = None, *, num_steps: int, ste
             zero = cur_s <= tiny * top
             if bool(zero.any()):
                 b = int(zero.nonzero()[0]) % B
-                raise ValueError(
-                    f"index: the followed direction has singular value {float(cur_s[zero][0]):.3g} <= "
-                    f"{tiny:.2g} x s_1 (numerically 0: f is flat along it) at latent {b}, step {t}, so step / s "
-                    f"is not finite; follow a direction below the rank of f's Jacobian or pass "
-                    f"scale_by_singular_value=False")
+                what = (f"index: the followed direction has singular value {float(cur_s[zero][0]):.3g} <= "
+                        f"{tiny:.2g} x s_1 (numerically 0: f is flat along it) at latent {b}")
+                if t == 0:
+                    raise ValueError(f"{what}, so step / s is not finite; follow a direction below the rank of "
+                                     f"f's Jacobian or pass scale_by_singular_value=False")
+                raise ValueError(f"step: {step:g} led, after {t} step(s), to a point where{what[6:]}; so step / s is "
+                                 f"not finite: take a smaller step or pass scale_by_singular_value=False")
             delta = step / cur_s
         else:
             delta = torch.full_like(cur_s, step)
