@@ -187,4 +187,6 @@ def test_randomized_flat_spectrum_and_adaptive_tol():
         rel = (lb.singular_values.double() - S[:, :10]).abs() / S[:, :10]
         assert float(rel.max()) < 0.01, kwargs
     with pytest.raises(ValueError, match="tol"):
-        lf.local_basis(net.spec(), z, 10, method="randomized", tol=1e-3, power_iters=2)
+        lf.local_basis(net.spec(), z, 10, method="randomized", tol=0.0)
+    with pytest.raises(ValueError, match="max_iters"):
+        lf.local_basis(net.spec(), z, 10, method="randomized", max_iters=-1)
