@@ -24,7 +24,6 @@ from typing import Callable, Optional
 import torch
 
 from .. import _checks
-from ..ops.small_linalg._threads import single_threaded
 from .jacobian import JacobianOperator, linearize, mlp_spec_of
 from .krylov import DEFAULT_MIN_GAP, DEFAULT_TOL, MAX_ITERS, angle_bounds, randomized_svd, rounding_floor
 
@@ -114,7 +113,8 @@ def _chunk_budget(device: torch.device) -> int:
 
 def local_basis(f: Callable[[Tensor], Tensor], z, k: Optional[int] = None, method: str = "auto", *,
                 oversample: int = 10, power_iters: Optional[int] = None, tol: Optional[float] = None,
-                max_iters: Optional[int] = None, min_gap: float = DEFAULT_MIN_GAP, chunk_size: Optional[int] = None, generator: Optional[torch.Generator] = None,
+                max_iters: Optional[int] = None, min_gap: float = DEFAULT_MIN_GAP,
+                chunk_size: Optional[int] = None, generator: Optional[torch.Generator] = None,
                 backend: str = "auto") -> LocalBasis:
     """Local basis of ``f`` at ``z``.
 
