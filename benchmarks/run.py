@@ -188,7 +188,7 @@ def markdown(report: dict) -> str:
                 ratio += f" (vs {r['ratio_to']})"
             line = f"| {r['name']} | {r['backend'] or '-'} | {r['timed_on']} x {r['repeats']} | {spread} | {work} | {ratio}"
             if floor:
-                line += f" | {r['ratio_to_floor']:.2f}"
+                line += f" | {r['ratio_to_floor']:.2f}" if "ratio_to_floor" in r else " | "
             L.append(line + " |")
         L.append("")
         L.append("Checks (run before timing):")

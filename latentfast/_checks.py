@@ -78,8 +78,21 @@ def check_same_device(**tensors: Tensor) -> None:
         raise ValueError(f"expected all tensors on one device, got {seen}")
 
 
+def _is_int_scalar(value) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, (int, np.integer)):
+        return True
+    if isinstance(value, (Tensor, np.ndarray)) and value.ndim == 0:
+        dt = value.dtype
+        return (not dt.is_floating_point and not dt.is_complex and dt != torch.bool) if isinstance(value, Tensor) \
+            else np.issubdtype(dt, np.integer)
+    return False
+
+
 def check_int(name: str, value, *, low: Optional[int] = None, high: Optional[int] = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    """A Python/numpy integer or a 0-d integer tensor/array (never a bool or a float) in [low, high]."""
+    if not _is_int_scalar(value):
         raise TypeError(f"{name}: expected an int, got {value!r} of type {type(value).__name__}")
     value = int(value)
     if low is not None and value < low or high is not None and value > high:
@@ -88,23 +101,109 @@ def check_int(name: str, value, *, low: Optional[int] = None, high: Optional[int
     return value
 
 
+def as_positive_int(name: str, value) -> int:
+    """A count: an integer >= 1 (numpy integers and 0-d integer tensors accepted)."""
+    return check_int(name, value, low=1)
+
+
+def as_int_sequence(name: str, value, *, low: Optional[int] = None, high: Optional[int] = None) -> list:
+    """One integer or a non-empty 1-D collection of them (list/tuple/range, numpy array, tensor) -> list[int].
+
+    Bools and floats are refused (``True`` is not a layer index, ``2.0`` is not a count).
+    """
+    if _is_int_scalar(value):
+        return [check_int(name, value, low=low, high=high)]
+    if isinstance(value, (Tensor, np.ndarray)):
+        if value.ndim != 1:
+            raise ValueError(f"{name}: expected an int or a 1-D sequence of ints, got {_describe(value)}")
+        value = list(value)  # 0-d elements, checked one by one below
+    elif isinstance(value, (list, tuple, range)):
+        value = list(value)
+    else:
+        raise TypeError(f"{name}: expected an int or a sequence of ints, got {value!r} of type {type(value).__name__}")
+    if not value:
+        raise ValueError(f"{name}: expected at least one int, got an empty sequence")
+    bad = [v for v in value if not _is_int_scalar(v)]
+    if bad:
+        raise TypeError(f"{name}: expected ints, got {bad[0]!r} of type {type(bad[0]).__name__} in {value!r}")
+    return [check_int(name, v, low=low, high=high) for v in value]
+
+
+def _is_real_scalar(value) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return True
+    if isinstance(value, (Tensor, np.ndarray)) and value.ndim == 0:
+        return (value.dtype != torch.bool and not value.dtype.is_complex) if isinstance(value, Tensor) \
+            else (np.issubdtype(value.dtype, np.integer) or np.issubdtype(value.dtype, np.floating))
+    return False
+
+
+def as_float(name: str, value, *, low: Optional[float] = None, positive: bool = False) -> float:
+    """A finite real number (Python/numpy scalar or 0-d tensor) -> float; ``positive``: > 0; ``low``: >= low."""
+    if not _is_real_scalar(value):
+        raise TypeError(f"{name}: expected a real number, got {value!r} of type {type(value).__name__}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name}: expected a finite number, got {value!r}")
+    if positive and not value > 0:
+        raise ValueError(f"{name}: expected a positive number, got {value!r}")
+    if low is not None and value < low:
+        raise ValueError(f"{name}: expected a number >= {low:g}, got {value!r}")
+    return value
+
+
+def as_float_sequence(name: str, value, *, low: Optional[float] = None, positive: bool = False) -> list:
+    """One finite number or a non-empty 1-D collection of them -> list[float] (each checked as by as_float)."""
+    if _is_real_scalar(value):
+        return [as_float(name, value, low=low, positive=positive)]
+    if isinstance(value, (Tensor, np.ndarray)):
+        if value.ndim != 1:
+            raise ValueError(f"{name}: expected a number or a 1-D sequence of numbers, got {_describe(value)}")
+        value = list(value)
+    elif isinstance(value, (list, tuple)):
+        value = list(value)
+    else:
+        raise TypeError(f"{name}: expected a number or a sequence of numbers, got {value!r} of type "
+                        f"{type(value).__name__}")
+    if not value:
+        raise ValueError(f"{name}: expected at least one number, got an empty sequence")
+    return [as_float(name, v, low=low, positive=positive) for v in value]
+
+
+def float_compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype to do linear algebra in for inputs of ``dtype``: float32 for float16/bfloat16 (LAPACK has no
+    half-precision kernels and their 8-11 bit mantissas cannot hold an SVD), else ``dtype`` itself."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 def check_choice(name: str, value, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
     return value
 
 
-def check_orthonormal(name: str, Q: Tensor, tol: Optional[float] = None) -> Tensor:
-    """Cheap test that the columns of ``Q`` (..., n, k) are orthonormal: ||Q^T Q - I||_max <= tol.
+def orthonormal_tolerance(dtype: torch.dtype) -> float:
+    """Default tolerance on |Q^T Q - I| for bases in ``dtype``: max(1e-3, 4 eps).
 
-    The default tolerance scales with the precision: 1e-3 for float32/16, 1e-8 for float64 — loose enough for
-    bases computed in that precision, tight enough to catch an unnormalised or non-orthogonal input.
+    1e-3 in float32 and float64 alike, so that a float32 basis (latentfast's own, deviation ~1e-7) cast to
+    float64 is accepted; 4 eps in float16 (3.9e-3) and bfloat16 (3.1e-2), where rounding an exactly orthonormal
+    basis to the dtype already moves Q^T Q by up to eps.  Loose enough for any basis computed in that precision,
+    tight enough to catch an unnormalised or non-orthogonal input.
     """
+    return max(1e-3, 4 * torch.finfo(dtype).eps)
+
+
+def check_orthonormal(name: str, Q: Tensor, tol: Optional[float] = None) -> Tensor:
+    """Cheap test that the columns of ``Q`` (..., n, k) are orthonormal: ||Q^T Q - I||_max <= tol
+    (default :func:`orthonormal_tolerance` of Q's dtype; the Gram matrix is formed in float32 for half types)."""
     if tol is None:
-        tol = 1e-8 if Q.dtype == torch.float64 else 1e-3
+        tol = orthonormal_tolerance(Q.dtype)
     k = Q.shape[-1]
-    gram = Q.transpose(-1, -2) @ Q
-    err = (gram - torch.eye(k, dtype=Q.dtype, device=Q.device)).abs()
+    Qc = Q.to(float_compute_dtype(Q.dtype))
+    gram = Qc.transpose(-1, -2) @ Qc
+    err = (gram - torch.eye(k, dtype=Qc.dtype, device=Q.device)).abs()
     worst = float(err.max()) if err.numel() else 0.0
     if not worst <= tol:  # also catches NaN
         raise ValueError(

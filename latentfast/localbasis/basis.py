@@ -5,17 +5,13 @@ matching input directions.  Two methods:
 
 * ``exact``: the dense Jacobian (d_in JVPs or d_out VJPs per latent, chunked over the batch), then a batched
   SVD.  Cost ~ B * min(d_in, d_out) tangent passes + B SVDs of d_out x d_in.
-* ``randomized``: a randomized range finder (Halko, Martinsson, Tropp 2011) driven only by batched JVPs/VJPs:
-      K_0 = orth(J Omega)  (r = k + oversample Gaussian probes)
-      K_i = orth(J J^T K_{i-1}, against K_0..K_{i-1})        (block Krylov iterations, i = 1..q)
-      W = J^T [K_0..K_q] = P S R^T (thin SVD)                ->  U = K R,  V = P
-  Accuracy is governed by ``oversample`` (more probes: better subspace) and ``power_iters`` = q (each
-  iteration adds a block of the Krylov space; the error of sigma_i falls like a Chebyshev polynomial of the
-  spectral gap, far faster than plain power iteration on the flat spectra of mapping networks).  Default
-  q = 2; with ``tol`` given instead, iterations run until the top-(k+1) singular values change by less than
-  ``tol`` (relative to sigma_1, at most 10 iterations).  Cost ~ B * r * (2 q + 2) tangent passes + a thin SVD of
-  (d_in, (q+1) r); no d_out x d_in matrix is ever formed.
-  Orthonormalisation is batched CholeskyQR2 (``ops/small_linalg``).
+* ``randomized``: a randomized block Krylov range finder (Halko, Martinsson, Tropp 2011; Musco & Musco 2015)
+  driven only by batched JVPs/VJPs, with a posteriori residuals and a per-direction angle bound
+  (``krylov.py`` has the maths).  By default it iterates until every direction is certified within ``tol``
+  (1e-3 rad) of the exact one, or is too close to a neighbouring singular value to chase (relative gap below
+  ``min_gap``, 1 %), at most ``max_iters`` (12) iterations; ``power_iters=q`` runs a fixed count instead.
+  Cost ~ B * r * (2 q + 3) tangent columns (r = k + oversample) + a thin SVD of (d_in, (q+1) r); no
+  d_out x d_in matrix is ever formed.  Orthonormalisation is batched CholeskyQR2 (``ops/small_linalg``).
 
 Sign convention (both methods): the largest-magnitude entry of each u_i is positive and v_i is flipped with it,
 so results are deterministic and comparable across methods and backends.
@@ -28,15 +24,12 @@ from typing import Callable, Optional
 import torch
 
 from .. import _checks
-from ..ops.small_linalg import orthonormalize, thin_svd
-from ..ops.small_linalg._threads import single_threaded
 from .jacobian import JacobianOperator, linearize, mlp_spec_of
+from .krylov import DEFAULT_MIN_GAP, DEFAULT_TOL, MAX_ITERS, angle_bounds, randomized_svd, rounding_floor
 
 Tensor = torch.Tensor
 
 METHODS = ("auto", "exact", "randomized")
-DEFAULT_KRYLOV_ITERS = 2  # measured: top-10 singular values within 0.25 % on flat and decaying spectra (tests)
-MAX_POWER_ITERS = 10
 
 
 @dataclass
@@ -50,6 +43,13 @@ class LocalBasis:
     residual:        (B,) ||J - U S V^T||_2: exactly sigma_{k+1} (0 at full rank) for ``exact``; for
                      ``randomized`` the sketch's estimate of sigma_{k+1} (a lower bound, tight once converged)
     method:          "exact" or "randomized", what actually ran
+    angle_bound:     (B, k) radians: bound on the angle of u_i and of v_i to the exact singular vectors
+                     (sin-theta bound from a posteriori residuals and the gaps to the neighbouring singular
+                     values; see ``krylov.py``); pi/2 where nothing is certified (a gap too small for the
+                     residual, e.g. a repeated singular value).  For ``exact``, from the SVD's rounding.
+    converged:       (B, k) bool, angle_bound <= tol
+    iterations:      (B,) int64 block-Krylov iterations run (0 for ``exact``)
+    tangent_columns: (B,) int64 JVP + VJP columns pushed through f per latent (the cost)
     """
 
     points: Tensor
@@ -58,6 +58,10 @@ class LocalBasis:
     input_basis: Tensor
     residual: Tensor
     method: str
+    angle_bound: Optional[Tensor] = None
+    converged: Optional[Tensor] = None
+    iterations: Optional[Tensor] = None
+    tangent_columns: Optional[Tensor] = None
 
     @property
     def k(self) -> int:
@@ -91,58 +95,11 @@ def _exact(op: JacobianOperator, k: int):
     U, S, Vh = torch.linalg.svd(J, full_matrices=False)
     kmax = S.shape[-1]
     residual = S[:, k] if k < kmax else torch.zeros_like(S[:, 0])
-    return U[:, :, :k], S[:, :k], Vh[:, :k, :].transpose(1, 2), residual
-
-
-def _orthogonalize_against(Y: Tensor, blocks) -> Tensor:
-    """Y minus its components in the earlier orthonormal blocks, twice (classical Gram-Schmidt needs the
-    second pass to stay orthogonal in floating point), then orthonormalised."""
-    for _ in range(2):
-        for K in blocks:
-            Y = Y - K @ (K.transpose(1, 2) @ Y)
-    return orthonormalize(Y)
-
-
-def _randomized(op: JacobianOperator, k: int, oversample: int, power_iters: Optional[int], tol: Optional[float],
-                generator: Optional[torch.Generator]):
-    """Block Krylov range finder (Musco & Musco 2015) driven by JVPs/VJPs; see the module docstring.
-
-    Space: span{Y, (J J^T) Y, ..., (J J^T)^q Y}, Y = J Omega, built block by block, each block orthogonalised
-    against the earlier ones.  Each iteration costs one VJP and one JVP of r columns — the same as a power
-    iteration — but keeps every block, so the top singular values converge much faster on flat spectra.
-    The VJPs of the blocks are exactly the columns of W = J^T K needed at the end: nothing is recomputed.
-    """
-    B = op.points.shape[0]
-    kmax = min(op.d_in, op.d_out)
-    r = min(k + oversample, kmax)
-    dt, dev = op.points.dtype, op.points.device
-    gdev = generator.device if generator is not None else dev
-    omega = torch.randn(B, op.d_in, r, generator=generator, dtype=dt, device=gdev).to(dev)
-    blocks = [orthonormalize(op.jvp(omega))]  # K_0
-    Ws = [op.vjp(blocks[0])]  # J^T K_i
-    top = min(k + 1, r)  # watch sigma_{k+1} too: it is the residual estimate
-    previous = None
-    adaptive = tol is not None
-    iters = MAX_POWER_ITERS if adaptive else (DEFAULT_KRYLOV_ITERS if power_iters is None else power_iters)
-    for _ in range(iters):
-        width = sum(K.shape[-1] for K in blocks)
-        if width + r > kmax:  # the Krylov space cannot grow past the full range
-            break
-        if adaptive:
-            W = torch.cat(Ws, dim=2).to(torch.float64)
-            with single_threaded(W):
-                s_now = torch.linalg.eigvalsh(W.transpose(1, 2) @ W).flip(-1)[:, :top].clamp_min(0).sqrt()
-            if previous is not None and bool(((s_now - previous).abs() <= tol * s_now[:, :1]).all()):
-                break
-            previous = s_now
-        blocks.append(_orthogonalize_against(op.jvp(Ws[-1]), blocks))
-        Ws.append(op.vjp(blocks[-1]))
-    K = torch.cat(blocks, dim=2)
-    W = torch.cat(Ws, dim=2)  # = J^T K
-    P, S, Rh = thin_svd(W)  # W = J^T K = P S Rh  =>  K^T J = Rh^T S P^T
-    U = K @ Rh.transpose(1, 2)
-    residual = S[:, k] if k < S.shape[1] else torch.zeros_like(S[:, 0])
-    return U[:, :, :k], S[:, :k], P[:, :, :k], residual
+    # LAPACK's SVD is backward stable: exact for J + E, ||E|| ~ eps ||J||; the bound is that rounding over the gaps
+    s = torch.cat([S, torch.zeros_like(S[:, :1])], 1)[:, :k + 1].double()
+    rho = rounding_floor(s[:, :1], J.dtype).expand_as(s)
+    bound = angle_bounds(s, rho, k).to(J.dtype)
+    return U[:, :, :k], S[:, :k], Vh[:, :k, :].transpose(1, 2), residual, bound, 0, min(op.d_in, op.d_out)
 
 
 def _chunk_budget(device: torch.device) -> int:
@@ -156,6 +113,7 @@ def _chunk_budget(device: torch.device) -> int:
 
 def local_basis(f: Callable[[Tensor], Tensor], z, k: Optional[int] = None, method: str = "auto", *,
                 oversample: int = 10, power_iters: Optional[int] = None, tol: Optional[float] = None,
+                max_iters: Optional[int] = None, min_gap: float = DEFAULT_MIN_GAP,
                 chunk_size: Optional[int] = None, generator: Optional[torch.Generator] = None,
                 backend: str = "auto") -> LocalBasis:
     """Local basis of ``f`` at ``z``.
@@ -167,8 +125,10 @@ def local_basis(f: Callable[[Tensor], Tensor], z, k: Optional[int] = None, metho
     k: number of directions, 1 <= k <= min(d_in, d_out); None = all (exact).
     method: "exact", "randomized" (needs k), or "auto" (randomized when k + oversample <= min(d_in, d_out) / 4
        and the problem is large enough for it to pay, exact otherwise).
-    oversample, power_iters, tol: randomized accuracy/cost knobs (see the module docstring); power_iters
-       (fixed count, default 2) and tol (adaptive) are exclusive.
+    oversample, power_iters, tol, max_iters, min_gap: randomized accuracy/cost knobs (module docstring):
+       tol (radians, default 1e-3) is the adaptive target and sets ``converged``; power_iters = a fixed number
+       of block-Krylov iterations (no adaptivity); max_iters (default 12) caps the adaptive count; directions
+       whose relative gap to a neighbouring singular value is below min_gap (default 0.01) are not iterated for.
     chunk_size: latents per chunk (bounds memory: exact holds chunk x d_out x d_in; default ~64 MB on the CPU,
        an eighth of the memory on a GPU).
     generator: torch.Generator for the random probes (reproducible results).
@@ -180,12 +140,9 @@ def local_basis(f: Callable[[Tensor], Tensor], z, k: Optional[int] = None, metho
     oversample = _checks.check_int("oversample", oversample, low=0)
     if power_iters is not None:
         power_iters = _checks.check_int("power_iters", power_iters, low=0)
-    if tol is not None:
-        tol = float(tol)
-        if not tol > 0:
-            raise ValueError(f"tol: expected a positive float or None, got {tol!r}")
-        if power_iters is not None:
-            raise ValueError("tol: give either power_iters (a fixed count) or tol (adaptive), not both")
+    tol = DEFAULT_TOL if tol is None else _checks.as_float("tol", tol, positive=True)
+    max_iters = MAX_ITERS if max_iters is None else _checks.check_int("max_iters", max_iters, low=0)
+    min_gap = _checks.as_float("min_gap", min_gap, low=0.0)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
 
@@ -194,37 +151,47 @@ def local_basis(f: Callable[[Tensor], Tensor], z, k: Optional[int] = None, metho
     spec = mlp_spec_of(f)
     if spec is not None and spec.d_in != z.shape[1]:
         raise ValueError(f"z: expected width d_in = {spec.d_in} for this MLP, got shape {tuple(z.shape)}")
-    try:
-        first = linearize(f, z[:1], backend)
-    except RuntimeError as exc:  # typically a shape mismatch inside f
-        raise ValueError(f"z: f could not be applied to a latent of shape {tuple(z[:1].shape)}: {exc}") from exc
-    if first.points.dim() != 2 or first.points.shape[0] != 1:
-        raise ValueError(f"f: expected f(z) of shape (B, ...) with B = 1 for one latent, got {tuple(first.points.shape)}")
+    def lin(s, e):  # f's output enters here: checked in jacobian.linearize
+        try:
+            return linearize(f, z[s:e], backend, row_offset=s)
+        except RuntimeError as exc:  # typically a shape or dtype mismatch inside f
+            raise ValueError(f"z: f could not be applied to latents of shape {tuple(z[s:e].shape)} "
+                             f"({z.dtype}): {exc}") from exc
+
+    first = lin(0, 1)
     d_in, d_out = z.shape[1], first.d_out
     kmax = min(d_in, d_out)
     if k is None:
         if method == "randomized":
             raise ValueError("k: method='randomized' needs k (the number of directions), got None")
         k = kmax
+    if not isinstance(k, bool) and isinstance(k, int) and not 1 <= k <= kmax:
+        raise ValueError(f"k: expected 1 <= k <= min(d_in, d_out) = {kmax} (d_in = {d_in}, d_out = {d_out}), "
+                         f"got {k}")
     k = _checks.check_int("k", k, low=1, high=kmax)
     if method == "auto":
         method = "randomized" if (k + oversample) * 4 <= kmax and kmax >= 64 else "exact"
 
     if chunk_size is None:
-        per_latent = d_in * d_out if method == "exact" else (d_in + d_out) * (k + oversample) * 4
+        iters = power_iters if power_iters is not None else max_iters
+        per_latent = d_in * d_out if method == "exact" else (d_in + 2 * d_out) * (k + oversample) * (iters + 1)
         chunk_size = max(1, _chunk_budget(z.device) // max(per_latent, 1))
     chunk_size = _checks.check_int("chunk_size", chunk_size, low=1)
 
     outs = []
     for s in range(0, z.shape[0], chunk_size):
-        op = first if (s == 0 and z.shape[0] == 1) else linearize(f, z[s:s + chunk_size], backend)
+        op = first if (s == 0 and z.shape[0] == 1) else lin(s, s + chunk_size)
         if method == "exact":
-            U, S, V, res = _exact(op, k)
+            U, S, V, res, bound, iters, cols = _exact(op, k)
         else:
-            U, S, V, res = _randomized(op, k, oversample, power_iters, tol, generator)
+            kr = randomized_svd(op, k, oversample, power_iters, tol, max_iters, min_gap, generator)
+            U, S, V, res, bound, iters, cols = kr.U, kr.S, kr.V, kr.residual, kr.angle_bound, kr.iterations, kr.columns
         U, V = fix_signs(U, V)
-        outs.append((op.points, U, S, V, res))
-    points, U, S, V, res = (torch.cat(parts) for parts in zip(*outs))
+        n = op.points.shape[0]
+        count = lambda v: torch.full((n,), v, dtype=torch.int64, device=z.device)  # noqa: E731
+        outs.append((op.points, *(t.to(z.dtype) for t in (U, S, V, res)), bound.to(z.dtype), bound <= tol,
+                     count(iters), count(cols)))
+    points, U, S, V, res, bound, conv, iters, cols = (torch.cat(parts) for parts in zip(*outs))
     if single:
-        points, U, S, V, res = points[0], U[0], S[0], V[0], res[0]
-    return LocalBasis(points, U, S, V, res, method)
+        points, U, S, V, res, bound, conv, iters, cols = (t[0] for t in (points, U, S, V, res, bound, conv, iters, cols))
+    return LocalBasis(points, U, S, V, res, method, bound, conv, iters, cols)

@@ -38,6 +38,17 @@ def _validate_basis(name: str, A) -> Tensor:
     return A
 
 
+def _to_compute(A: Tensor) -> Tensor:
+    """A validated basis in the dtype the angles are computed in.  float16/bfloat16 bases are orthonormal only
+    to their own precision (|Q^T Q - I| ~ eps = 8e-3 for bf16), which the angle formulas would read as angles
+    of that size: they are re-orthonormalised in float32 (same span), so identical spans give 0."""
+    compute = _checks.float_compute_dtype(A.dtype)
+    if compute == A.dtype:
+        return A
+    with single_threaded(A):
+        return torch.linalg.qr(A.to(compute)).Q
+
+
 def principal_angles(A: Tensor, B: Tensor) -> Tensor:
     """Principal angles (..., k), ascending, between orthonormal bases A, B (..., n, k) (not validated)."""
     M = A.transpose(-1, -2) @ B
@@ -58,8 +69,9 @@ def _from_angles(theta: Tensor, metric: str) -> Tensor:
 def grassmann_distance(A, B, metric: str = "geodesic") -> Tensor:
     """Distance between span(A) and span(B) for orthonormal bases A, B (..., n, k) (broadcast over ...).
 
-    Returns (...) in A's dtype.  Raises ValueError when the shapes differ in n or k, when a basis is not
-    orthonormal (checked cheaply: |Q^T Q - I| <= 1e-3 in float32, 1e-8 in float64), or on NaN/Inf.
+    Returns (...) in the promoted dtype of A and B (float16/bfloat16 are computed in float32).  Raises
+    ValueError when the shapes differ in n or k, when a basis is not orthonormal (checked cheaply:
+    |Q^T Q - I| <= ``_checks.orthonormal_tolerance`` of its dtype: 1e-3, 4 eps for half types), or on NaN/Inf.
     """
     _checks.check_choice("metric", metric, METRICS)
     A = _validate_basis("A", A)
@@ -67,7 +79,9 @@ def grassmann_distance(A, B, metric: str = "geodesic") -> Tensor:
     if A.shape[-2:] != B.shape[-2:]:
         raise ValueError(f"B: expected bases of the same (n, k) as A {tuple(A.shape[-2:])}, got {tuple(B.shape[-2:])}")
     dtype = torch.promote_types(A.dtype, B.dtype)
-    return _from_angles(principal_angles(A.to(dtype), B.to(dtype)), metric)
+    compute = _checks.float_compute_dtype(dtype)
+    A, B = _to_compute(A).to(compute), _to_compute(B).to(compute)
+    return _from_angles(principal_angles(A, B), metric).to(dtype)
 
 
 def _cosines(M: Tensor, method: str = "auto") -> Tensor:
@@ -97,11 +111,14 @@ def pairwise_grassmann(bases, metric: str = "geodesic", *, chunk_size: Optional[
 
     One GEMM per block of rows gives every A_i^T A_j; the k x k eigenvalues of M^T M give the cosines.  Pairs whose
     largest angle is below 0.05 rad are recomputed with :func:`principal_angles` (accurate small distances).
-    Memory: chunk_size x P x k x k per block (default keeps it near 16M elements).  Symmetric, zero diagonal.
+    Memory: chunk_size x P x k x k per block (default keeps it near 16M elements).  Symmetric, zero diagonal,
+    in the bases' dtype (float16/bfloat16 are computed in float32).
     """
     _checks.check_choice("metric", metric, METRICS)
     X = _validate_basis("bases", bases)
     _checks.check_ndim("bases", X, 3, "(P, n, k)")
+    out_dtype = X.dtype
+    X = _to_compute(X)
     P, n, k = X.shape
     if chunk_size is None:
         chunk_size = max(1, (1 << 24) // max(P * k * k, 1))
@@ -124,4 +141,4 @@ def pairwise_grassmann(bases, metric: str = "geodesic", *, chunk_size: Optional[
         d = _from_angles(theta, metric)
         out[s:e, s:] = d
     out = torch.triu(out, diagonal=1)
-    return out + out.T
+    return (out + out.T).to(out_dtype)

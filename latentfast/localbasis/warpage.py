@@ -70,7 +70,11 @@ def warpage(f, z, k, *, eps: Sequence[float] = (1e-3, 1e-2, 1e-1, 1.0), global_b
             generator: Optional[torch.Generator] = None, method: str = "auto", **basis_kwargs) -> Warpage:
     """Grassmannian warpage statistics of f around latents z (B, d_in), B >= 2, for k an int or a list of ints.
 
-    global_basis: optional (d_out, K) orthonormal columns with K >= max(k) (e.g. GANSpace components as columns).
+    k: an int or a non-empty sequence of ints >= 1 (numpy integers and arrays accepted).
+    eps: a number or a non-empty sequence of finite numbers (perturbation sizes).
+    global_basis: optional (d_out, K) finite columns with K >= max(k) (e.g. GANSpace components as columns);
+    its first k columns are orthonormalised for each k.  num_random_subspaces: a count >= 1 (default max(B // 2, 16)).
+    float16/bfloat16 latents are supported (bases and distances computed in float32).
     Local bases are computed once with k = max(k) and sliced.  Returns :class:`Warpage`.
     """
     _checks.check_choice("metric", metric, METRICS)
@@ -78,9 +82,11 @@ def warpage(f, z, k, *, eps: Sequence[float] = (1e-3, 1e-2, 1e-1, 1.0), global_b
     _checks.check_ndim("z", z, 2, "(B, d_in) with B >= 2")
     if z.shape[0] < 2:
         raise ValueError(f"z: expected at least 2 latents (random pairs need them), got shape {tuple(z.shape)}")
-    ks = [k] if isinstance(k, int) else list(k)
-    ks = [_checks.check_int("k", kk, low=1) for kk in ks]
-    eps = [float(e) for e in eps]
+    _checks.check_finite("z", z)
+    ks = _checks.as_int_sequence("k", k, low=1)
+    eps = _checks.as_float_sequence("eps", eps)
+    if num_random_subspaces is not None:
+        num_random_subspaces = _checks.as_positive_int("num_random_subspaces", num_random_subspaces)
     kmax = max(ks)
     B, d_in = z.shape
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
@@ -88,20 +94,25 @@ def warpage(f, z, k, *, eps: Sequence[float] = (1e-3, 1e-2, 1e-1, 1.0), global_b
     base = local_basis(f, z, kmax, method, generator=generator, **basis_kwargs)
     d_out = base.basis.shape[1]
     if global_basis is not None:
-        global_basis = _checks.as_tensor("global_basis", global_basis).to(base.basis)
+        global_basis = _checks.check_floating("global_basis", _checks.as_tensor("global_basis", global_basis))
         if global_basis.dim() != 2 or global_basis.shape[0] != d_out or global_basis.shape[1] < kmax:
             raise ValueError(f"global_basis: expected shape ({d_out}, K) with K >= {kmax}, got {tuple(global_basis.shape)}")
+        _checks.check_finite("global_basis", global_basis)
+        global_basis = global_basis.to(base.basis)
 
     out = Warpage(metric, ks, eps)
     perturbed = {}
     for e in eps:
         direction = torch.randn(B, d_in, generator=gen, dtype=torch.float64).to(z)
         direction = direction / direction.norm(dim=1, keepdim=True)
-        perturbed[e] = local_basis(f, z + e * direction, kmax, method, generator=generator, **basis_kwargs).basis
+        moved = z + e * direction
+        if not _checks._all_finite(moved):
+            raise ValueError(f"eps: {e:g} moves z past the range of {z.dtype} (z + eps * direction is not finite)")
+        perturbed[e] = local_basis(f, moved, kmax, method, generator=generator, **basis_kwargs).basis
     perm = torch.randperm(B, generator=gen)
     half = B // 2
     a_idx, b_idx = perm[:half], perm[half:2 * half]
-    count = num_random_subspaces or max(half, 16)
+    count = num_random_subspaces if num_random_subspaces is not None else max(half, 16)
     for kk in ks:
         U = base.basis[:, :, :kk]
         out.local[kk] = {e: WarpageStats.of(grassmann_distance(U, perturbed[e][:, :, :kk], metric)) for e in eps}

@@ -67,7 +67,7 @@ def test_mlp_fast_path_equals_torch_func_path():
 
     net = Mapping(64, 4).double()
     z = torch.randn(5, 64, dtype=torch.float64)
-    assert isinstance(linearize(net, z), FuncOperator) and isinstance(linearize(net.spec(), z), MLPOperator)
+    assert isinstance(linearize(net, z).op, FuncOperator) and isinstance(linearize(net.spec(), z).op, MLPOperator)
     torch.testing.assert_close(linearize(net, z).dense(), linearize(net.spec(), z).dense(), rtol=0, atol=1e-12)
     via_func = lf.local_basis(net, z, method="exact")
     via_spec = lf.local_basis(net.spec(), z, method="exact")
@@ -187,4 +187,6 @@ def test_randomized_flat_spectrum_and_adaptive_tol():
         rel = (lb.singular_values.double() - S[:, :10]).abs() / S[:, :10]
         assert float(rel.max()) < 0.01, kwargs
     with pytest.raises(ValueError, match="tol"):
-        lf.local_basis(net.spec(), z, 10, method="randomized", tol=1e-3, power_iters=2)
+        lf.local_basis(net.spec(), z, 10, method="randomized", tol=0.0)
+    with pytest.raises(ValueError, match="max_iters"):
+        lf.local_basis(net.spec(), z, 10, method="randomized", max_iters=-1)

@@ -38,6 +38,16 @@ class MLPSpec:
     activate_last: bool = True
 
     def __post_init__(self):
+        from ... import _checks
+
+        for name in ("weights", "biases"):
+            if not isinstance(getattr(self, name), (list, tuple)):
+                raise TypeError(f"{name}: expected a list with one entry per layer, got {type(getattr(self, name)).__name__}")
+        # numpy arrays are accepted and converted; anything else is named
+        self.weights = [_checks.check_floating(f"weights[{i}]", _checks.as_tensor(f"weights[{i}]", w))
+                        for i, w in enumerate(self.weights)]
+        self.biases = [None if b is None else _checks.check_floating(f"biases[{i}]", _checks.as_tensor(f"biases[{i}]", b))
+                       for i, b in enumerate(self.biases)]
         if len(self.weights) == 0:
             raise ValueError("weights: expected at least one layer, got an empty list")
         if len(self.biases) != len(self.weights):
