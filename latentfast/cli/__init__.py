@@ -41,6 +41,13 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def _say(line: str) -> None:
+    """One line on stderr in one write: the ranks of a torchrun job share the pipe, and print() writes the text
+    and its newline separately, so two ranks' lines could run together."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the command; returns its exit status: 0 done, 2 bad arguments or input (one line on stderr),
     130 interrupted (Ctrl-C: one line, partial outputs removed), 1 an unexpected error (one line; the traceback
@@ -55,16 +62,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt as exc:
-        print(f"{name}: {_one_line(exc) if str(exc) else 'interrupted; no output was written'}", file=sys.stderr)
+        _say(f"{name}: {_one_line(exc) if str(exc) else 'interrupted; no output was written'}")
         return 130
     except USAGE_ERRORS as exc:
-        print(f"{name}: error: {_one_line(exc)}", file=sys.stderr)
+        _say(f"{name}: error: {_one_line(exc)}")
         return 2
     except Exception as exc:
         if os.environ.get("LATENTFAST_TRACEBACK", "0") not in ("", "0"):
             raise
-        print(f"{name}: internal error: {type(exc).__name__}: {_one_line(exc)} (LATENTFAST_TRACEBACK=1 shows "
-              f"where)", file=sys.stderr)
+        _say(f"{name}: internal error: {type(exc).__name__}: {_one_line(exc)} (LATENTFAST_TRACEBACK=1 shows where)")
         return 1
     finally:
         _progress.set_quiet(was_quiet)  # main() may run inside a larger program (or the tests)

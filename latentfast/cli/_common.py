@@ -173,17 +173,6 @@ def sample_w(G, n: int, generator: Optional[torch.Generator] = None, device=None
     return torch.cat([G.f(c) for c in G.sample_z(n, generator, device=device).split(4096)])
 
 
-def warpage_chart(wp, ks, eps, title: str):
-    """The warpage line chart: mean distance per k for each eps, random points, the global basis, random subspaces."""
-    from .. import viz
-
-    series = {f"local eps={e:g}": [wp.local[k][e].mean for k in ks] for e in eps}
-    series["random points"] = [wp.random_points[k].mean for k in ks]
-    series["global (GANSpace)"] = [wp.global_[k].mean for k in ks]
-    series["random subspaces"] = [wp.random_subspaces[k].mean for k in ks]
-    return viz.line_chart(ks, series, title=title, xlabel="k", ylabel="distance")
-
-
 # suffix -> pillow format of the image outputs (JPEG is RGB only: any alpha is dropped)
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF",
                  ".tiff": "TIFF"}

@@ -22,6 +22,7 @@ def add_parser(sub):
 
 def run(args) -> int:
     from ..baselines import ganspace_directions
+    from .. import viz
     from ..localbasis import warpage
     from . import _common
 
@@ -35,6 +36,6 @@ def run(args) -> int:
                  generator=torch.Generator().manual_seed(args.seed))
     with atomic_output_dir(args.out, overwrite=args.overwrite, name="--out") as tmp:
         _common.write_json(tmp / "warpage.json", wp.to_dict())
-        _common.warpage_chart(wp, args.k, args.eps, "Grassmannian warpage (geodesic)").save(tmp / "warpage.png")
+        viz.warpage_chart(wp, title=f"Grassmannian warpage ({z.shape[0]} latents)").save(tmp / "warpage.png")
     print(f"wrote {args.out}")
     return 0

@@ -58,12 +58,12 @@ def checksum(payload: dict) -> str:
 
 def write(path, payload: dict, *, name: str = "path") -> None:
     """Add the checksum to ``payload`` and write it atomically to ``path`` (errors name ``name`` and ``path``)."""
-    if os.path.isdir(path):  # else os.replace fails naming the temporary file
-        raise ValueError(f"{name}: {os.fspath(path)!r} is a directory; expected a file path")
     payload = dict(payload, checksum=checksum(payload))
     buf = io.BytesIO()
     torch.save(payload, buf)
-    _io.atomic_write_bytes(path, buf.getvalue(), name=name)
+    # a library save replaces its target (as torch.save does; checkpoints are rewritten every few steps); the
+    # command refuses an existing --out before it trains.  A directory is refused by _io's one output rule.
+    _io.atomic_write_bytes(path, buf.getvalue(), overwrite=True, name=name)
 
 
 def read(path, fmt: str, *, name: str = "path") -> dict:

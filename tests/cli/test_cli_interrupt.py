@@ -39,13 +39,13 @@ def test_keyboard_interrupt_inside_a_command(cmd, tmp_path, tiny_generator, monk
     argv, target = {
         "basis": (["basis", "--num", "2", "-k", "2", "--out", str(out)], (_common, "save_directions")),
         "warpage": (["warpage", "--num", "4", "-k", "1", "--eps", "0.1", "--out", str(out)],
-                    (_common, "warpage_chart")),
+                    (viz, "warpage_chart")),
         "traverse": (["traverse", "-k", "2", "--frames", "3", "--iterative", "--steps", "1", "--out", str(out) + ".png"],
                      (localbasis, "traverse_iterative")),
         "assign": (["sfvq", "assign", "--curve", str(curve), "--latents", str(lat), "--out", str(out) + ".npz"],
                    (SFVQ, "assign")),
         "render": (["sfvq", "render", "--curve", str(curve), "--out", str(out) + ".png"], (viz, "vertex_grid")),
-        "demo": (["demo", "--quick", "--quiet", "--out", str(out)], (demo, "warpage_chart")),
+        "demo": (["demo", "--quick", "--quiet", "--out", str(out)], (demo, "local_basis")),
     }[cmd]
     monkeypatch.setattr(*target, _interrupt)
     before = sorted(p.name for p in tmp_path.iterdir())
