@@ -9,8 +9,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Nearest segment / vertex on CPU; writes index, t, distance_sq and the unsure mask (see "
         "csrc/segment_assign/segment_assign.h).",
         py::arg("points"), py::arg("vertices"), py::arg("segments"), py::arg("bound_factor"),
-        py::arg("block_rows"), py::arg("num_candidates"), py::arg("index_out"), py::arg("t_out"),
-        py::arg("distance_out"), py::arg("unsure_out"),
+        py::arg("bound_abs"), py::arg("block_rows"), py::arg("num_candidates"), py::arg("index_out"),
+        py::arg("t_out"), py::arg("distance_out"), py::arg("unsure_out"),
         py::call_guard<py::gil_scoped_release>());  // pure C++/ATen inside: let other Python threads run
   m.attr("max_candidates") = latentfast::kMaxCandidates;
 }

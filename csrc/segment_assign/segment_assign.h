@@ -14,7 +14,7 @@
 //   * the K candidates are re-scored directly in float64 from the raw inputs (x - a, clamp, |residual|^2;
 //     exact differences for float32 inputs); ties -> lowest index;
 //   * a row is certified when the K-th smallest cheap distance minus the rounding bound
-//     bound_factor * (|x~| + max_j |c~_j|)^2 still exceeds the winner's exact distance (every non-candidate's
+//     bound_factor * (|x~| + max_j |c~_j|)^2 + bound_abs still exceeds the winner's exact distance (every non-candidate's
 //     exact distance is then larger).  Otherwise unsure[i] = true and the caller redoes the row.
 //
 // Memory: block_rows x (D + M) of the compute type plus per-thread row buffers; never N x M.
@@ -32,6 +32,7 @@ constexpr int64_t kMaxCandidates = 8;
 // segments:      true -> nearest of the S = M - 1 segments (M = 1 is one zero-length segment);
 //                false -> nearest of the S = M vertices (t is then 0).
 // bound_factor:  reference.gemm_error_bound(D, compute dtype), the relative rounding bound of the cheap formula.
+// bound_abs:     reference.gemm_underflow_bound(D, compute dtype), its absolute (underflow) term.
 // block_rows:    points per GEMM block (>= 1).
 // num_candidates:K in [1, kMaxCandidates]; min(K, S) candidates are re-scored.
 // index_out:     (N,) int64, contiguous          -> nearest segment / vertex
@@ -40,7 +41,7 @@ constexpr int64_t kMaxCandidates = 8;
 // unsure_out:    (N,) bool, contiguous            -> true where the caller must redo the row
 // Every element of the four outputs is written.  Raises (c10::Error -> RuntimeError) on bad arguments.
 void segment_assign_cpu_out(const at::Tensor& points, const at::Tensor& vertices, bool segments,
-                            double bound_factor, int64_t block_rows, int64_t num_candidates,
+                            double bound_factor, double bound_abs, int64_t block_rows, int64_t num_candidates,
                             at::Tensor& index_out, at::Tensor& t_out, at::Tensor& distance_out,
                             at::Tensor& unsure_out);
 

@@ -169,7 +169,7 @@ struct TopK {
 
 template <typename scalar_t, typename cdt>
 void run(const at::Tensor& points, const at::Tensor& vertices_in, bool segments, double bound_factor,
-         int64_t block_rows, int64_t num_candidates, at::Tensor& index_out, at::Tensor& t_out,
+         double bound_abs, int64_t block_rows, int64_t num_candidates, at::Tensor& index_out, at::Tensor& t_out,
          at::Tensor& distance_out, at::Tensor& unsure_out) {
   // A single vertex is one zero-length segment (index 0, t 0), as in the reference.
   const at::Tensor vertices = (segments && vertices_in.size(0) == 1)
@@ -280,7 +280,7 @@ void run(const at::Tensor& points, const at::Tensor& vertices_in, bool segments,
       double best_d = std::numeric_limits<double>::infinity(), best_t = 0.0;
       int64_t best_j = std::numeric_limits<int64_t>::max();
       const double e = xnorm[r] + k.cmax;
-      const double bound = bound_factor * e * e;  // |cheap - exact| <= bound for every segment of this row
+      const double bound = bound_factor * e * e + bound_abs;  // |cheap - exact| <= bound for every segment
       for (int64_t s = 0; s < K; ++s) {
         // Candidates come sorted by cheap distance: once one's cheap distance minus the bound exceeds the best
         // exact distance so far, its exact distance (and every later candidate's) is larger still.  Usually
@@ -384,8 +384,8 @@ void check_out(const at::Tensor& t, const char* name, at::ScalarType dtype, int6
 }  // namespace
 
 void segment_assign_cpu_out(const at::Tensor& points, const at::Tensor& vertices, bool segments,
-                            double bound_factor, int64_t block_rows, int64_t num_candidates,
-                            at::Tensor& index_out, at::Tensor& t_out, at::Tensor& distance_out,
+                            double bound_factor, double bound_abs, int64_t block_rows,
+                            int64_t num_candidates, at::Tensor& index_out, at::Tensor& t_out, at::Tensor& distance_out,
                             at::Tensor& unsure_out) {
   TORCH_CHECK(points.device().is_cpu() && vertices.device().is_cpu(),
               "segment_assign_cpu_out: points and vertices must be CPU tensors, got ", points.device(), " and ",
@@ -406,6 +406,8 @@ void segment_assign_cpu_out(const at::Tensor& points, const at::Tensor& vertices
               "segment_assign_cpu_out: num_candidates must be in [1, ", kMaxCandidates, "], got ", num_candidates);
   TORCH_CHECK(std::isfinite(bound_factor) && bound_factor >= 0.0,
               "segment_assign_cpu_out: bound_factor must be finite and >= 0, got ", bound_factor);
+  TORCH_CHECK(std::isfinite(bound_abs) && bound_abs >= 0.0,
+              "segment_assign_cpu_out: bound_abs must be finite and >= 0, got ", bound_abs);
   const int64_t N = points.size(0);
   check_out(index_out, "index_out", at::kLong, N);
   check_out(t_out, "t_out", points.scalar_type(), N);
@@ -413,11 +415,11 @@ void segment_assign_cpu_out(const at::Tensor& points, const at::Tensor& vertices
   check_out(unsure_out, "unsure_out", at::kBool, N);
   if (N == 0) return;
   if (points.scalar_type() == at::kFloat) {
-    run<float, float>(points, vertices, segments, bound_factor, block_rows, num_candidates, index_out, t_out,
-                      distance_out, unsure_out);
+    run<float, float>(points, vertices, segments, bound_factor, bound_abs, block_rows, num_candidates, index_out,
+                      t_out, distance_out, unsure_out);
   } else {
-    run<double, double>(points, vertices, segments, bound_factor, block_rows, num_candidates, index_out, t_out,
-                        distance_out, unsure_out);
+    run<double, double>(points, vertices, segments, bound_factor, bound_abs, block_rows, num_candidates, index_out,
+                        t_out, distance_out, unsure_out);
   }
 }
 

@@ -260,6 +260,138 @@ def test_many_way_tie_goes_through_the_fallback(backend):
         assert bool(outs[3].all()), "near-ties among more than K segments must not be certified"
 
 
+# --- any scale: issue 10's examples (exact power-of-two rescaling outside the kernels' range) -------------------------
+
+def scaled_oracle(x, c, segments=True):
+    """Brute force on x, c scaled exactly by 2^-e (largest magnitude in [1/2, 1)); distances scaled back."""
+    x64, c64 = x.to(torch.float64), c.to(torch.float64)
+    e = int(np.frexp(max(float(x64.abs().max()), float(c64.abs().max())))[1])
+    xn, cn = torch.from_numpy(np.ldexp(x64.numpy(), -e)), torch.from_numpy(np.ldexp(c64.numpy(), -e))
+    bi, bt, bd = reference.brute_force(xn, cn, segments=segments)
+    return bi, bt, bd, e
+
+
+ISSUE10 = [(torch.float32, 1e20), (torch.float32, 1e-22), (torch.float64, 1e200), (torch.float64, 1e-200),
+           (torch.float32, 3e38 / 4 / 20), (torch.bfloat16, 1e30), (torch.float16, 1e-3), (torch.float32, 1.0)]
+
+
+@pytest.mark.parametrize("dtype,scale", ISSUE10, ids=[f"{str(d)[6:]}-{s:g}" for d, s in ISSUE10])
+@pytest.mark.parametrize("segments", [True, False], ids=["segments", "points"])
+@pytest.mark.parametrize("backend", ["reference", BACKENDS[1]])
+def test_exact_at_any_scale(backend, dtype, scale, segments):
+    """Issue 10: randn(500, 16) / randn(32, 16) scaled by 1e20 gave 428 wrong indices and inf distances, by
+    1e-22 348 wrong, float64 at 1e200 NaN t and distances.  Now index is the brute force's, t its exact value and
+    the distance exact (one rounding), inf only where the true value overflows."""
+    g = torch.Generator().manual_seed(10)
+    x64, c64 = torch.randn(500, 16, generator=g, dtype=torch.float64), torch.randn(32, 16, generator=g,
+                                                                                   dtype=torch.float64)
+    x, c = (x64 * scale).to(dtype), (c64 * scale).to(dtype)
+    fn = sa.segment_assign if segments else sa.nearest_point
+    r = fn(x, c, backend=backend)
+    bi, bt, bd, e = scaled_oracle(x, c, segments)
+    out = torch.float64 if dtype == torch.float64 else torch.float32
+    assert r.distance_sq.dtype == out
+    assert torch.equal(r.index, bi)
+    if segments:
+        assert r.t.dtype == out and not bool(r.t.isnan().any())
+        torch.testing.assert_close(r.t.to(torch.float64), bt, rtol=0, atol=4 * torch.finfo(out).eps)
+    with np.errstate(over="ignore"):
+        true = torch.from_numpy(np.ldexp(bd.numpy(), 2 * e)).to(out)
+    assert torch.equal(torch.isinf(r.distance_sq), torch.isinf(true))
+    fin = ~torch.isinf(true)
+    torch.testing.assert_close(r.distance_sq[fin], true[fin], rtol=4 * torch.finfo(out).eps,
+                               atol=float(torch.finfo(out).smallest_normal) * torch.finfo(out).eps)
+    if (dtype, scale) == (torch.float32, 1e20):
+        assert bool(torch.isinf(r.distance_sq).all()), "|x - c|^2 ~ 1e41 overflows float32"
+
+
+def test_mixed_scales_in_one_call():
+    """Float32: a ladder of vertices near 2^60 with points 2^38 off it, and a curve near the origin with O(1)
+    points, in one call: both parts exact."""
+    g = torch.Generator().manual_seed(11)
+    far = torch.randn(1, 8, generator=g, dtype=torch.float64) * 2.0 ** 60 + torch.zeros(6, 8, dtype=torch.float64)
+    far[:, 0] += torch.arange(6, dtype=torch.float64) * 2.0 ** 40
+    near = torch.randn(6, 8, generator=g, dtype=torch.float64).cumsum(0)
+    c = torch.cat([far, near]).float()
+    x = torch.cat([far[torch.randint(0, 6, (30,), generator=g)] + torch.randn(30, 8, generator=g,
+                                                                              dtype=torch.float64) * 2.0 ** 38,
+                   near[torch.randint(0, 6, (30,), generator=g)] + torch.randn(30, 8, generator=g,
+                                                                               dtype=torch.float64)]).float()
+    bi, bt, bd, e = scaled_oracle(x, c)
+    assert e > 44, "outside the float32 kernels' window"
+    for backend in ("reference", "native") if NATIVE_BUILT else ("reference",):
+        r = sa.segment_assign(x, c, backend=backend)
+        assert torch.equal(r.index, bi)
+        torch.testing.assert_close(r.t.double(), bt, rtol=0, atol=1e-6)
+        torch.testing.assert_close(r.distance_sq.double(), torch.from_numpy(np.ldexp(bd.numpy(), 2 * e)),
+                                   rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_subnormal_rows_are_not_certified_wrongly(backend):
+    """Inside the kernels' range (one row of size 1), 200 rows and the curve at 1e-22, whose float32 cheap
+    distances (~1e-44) are subnormal: the certification bound's underflow term sends them to the exact
+    fallback instead of certifying a wrong segment (before: 348 of 500 wrong at this scale)."""
+    g = torch.Generator().manual_seed(12)
+    c = torch.randn(32, 16, generator=g) * 1e-22
+    x = torch.cat([torch.randn(200, 16, generator=g) * 1e-22, torch.ones(1, 16)])
+    r = run(x, c, backend)
+    bi, bt, bd = reference.brute_force(x, c)
+    assert torch.equal(r.index, bi)
+    if backend in ("native", "triton"):
+        n = x.shape[0]
+        outs = (torch.empty(n, dtype=torch.int64), torch.empty(n), torch.empty(n), torch.zeros(n, dtype=torch.bool))
+        assign_into(backend, x, c, True, outs)
+        assert bool(outs[3][:200].all()), "subnormal-scale rows cannot be certified by the float32 formula"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_scaling_is_exactly_covariant_inside_the_window(backend):
+    """x, c -> 2^k x, 2^k c inside the kernels' float32 range: the same index and t, distances times 4^k."""
+    x, c, oracle = random_case(63, 100, 17)
+    r1 = run(x, c, backend)
+    for k in (-40, 40):
+        rk = run(x * 2.0 ** k, c * 2.0 ** k, backend)
+        assert torch.equal(rk.index, r1.index)
+        torch.testing.assert_close(rk.t, r1.t, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(rk.distance_sq.double() * 4.0 ** -k, r1.distance_sq.double(), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("bits,per_noise", [(4, 40), (10, 6)], ids=["4bit", "10bit"])
+@pytest.mark.parametrize("k", [-120, -60, 60, 100])
+def test_ffhq_curves_at_extreme_scales(bits, per_noise, k):
+    """The FFHQ curves and their points scaled by 2^k (float32, outside the kernels' window): the same segments
+    as the float64 brute force, shared-vertex ties included."""
+    x, c, oracle = ffhq_case(bits, per_noise)
+    xs, cs = x * 2.0 ** k, c * 2.0 ** k
+    assert bool(torch.isfinite(xs).all() and torch.isfinite(cs).all())
+    r = sa.segment_assign(xs, cs)
+    assert torch.equal(r.index, oracle[0])
+    true = torch.from_numpy(np.ldexp(oracle[2].numpy(), 2 * k)).float()
+    torch.testing.assert_close(r.distance_sq, true, rtol=1e-6, atol=float(torch.finfo(torch.float32).tiny) * 2 ** -23)
+    assert bool((r.distance_sq[4 * per_noise:5 * per_noise] == 0).all())
+
+
+@pytest.mark.skipif(not TRITON_OK, reason="triton unavailable here")
+def test_triton_explains_out_of_range_inputs():
+    x, c = torch.randn(5, 3) * 1e20, torch.randn(4, 3) * 1e20
+    with pytest.raises(BackendUnavailable, match=r"reach 2\^6\d in magnitude.*use backend='auto'"):
+        run(x, c, "triton")
+
+
+def test_public_scaling_helpers():
+    x = torch.tensor([[3.0, -1e20], [0.0, 2.0]])
+    e = sa.max_exponent(x, torch.tensor([1.0]))
+    assert 2.0 ** (e - 1) <= 1e20 < 2.0 ** e
+    assert torch.equal(sa.ldexp(sa.ldexp(x, -e), e), x)
+    assert sa.max_exponent(torch.zeros(3)) == 0
+    with pytest.raises(ValueError, match="expected finite values"):
+        sa.max_exponent(torch.tensor([float("nan")]))
+    big = torch.tensor([1e300, 3e-310], dtype=torch.float64)
+    assert sa.ldexp(big, 30).tolist() == [float("inf"), float(np.ldexp(3e-310, 30))]
+    assert sa.ldexp(big, -1000).tolist() == [float(np.ldexp(1e300, -1000)), 0.0]
+
+
 # --- bad input ------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name,bad", [("points", float("nan")), ("points", float("inf")),
@@ -554,11 +686,64 @@ def test_gradient_formula():
     torch.testing.assert_close(x.grad, torch.tensor([[0.0, 4.0]], dtype=torch.float64))  # 2 (x - (0.5, 0))
 
 
+@pytest.mark.parametrize("backend", ["reference", pytest.param("native", marks=pytest.mark.skipif(
+    not NATIVE_BUILT, reason="latentfast._C not built"))])
+@pytest.mark.parametrize("m", [1, 2, 9])
+def test_gradcheck_t(backend, m):
+    """t carries its true gradient: d/L w.r.t. x inside the segment, 0 where clamped; and w.r.t. the vertices."""
+    g = torch.Generator().manual_seed(20 + m)
+    # (t jumps where a segment has zero length: no finite difference there, so none in this curve)
+    c = torch.randn(m, 5, generator=g, dtype=torch.float64).cumsum(0).requires_grad_()
+    x = torch.randn(12, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    t = sa.segment_assign(x, c, backend=backend).t
+    assert t.requires_grad
+    inside = (t > 0) & (t < 1)
+    if m > 1:
+        assert bool(inside.any()), "the test needs points inside segments"
+    assert torch.autograd.gradcheck(lambda a, b: sa.segment_assign(a, b, backend=backend).t, (x, c))
+    both = lambda a, b: (lambda r: r.t * 3.0 + r.distance_sq)(sa.segment_assign(a, b, backend=backend))  # noqa: E731
+    assert torch.autograd.gradcheck(both, (x, c))
+
+
+def test_t_gradient_formula():
+    x = torch.tensor([[0.5, 2.0], [3.0, 1.0]], dtype=torch.float64, requires_grad=True)
+    c = torch.tensor([[0.0, 0.0], [1.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    r = sa.segment_assign(x, c)
+    assert r.t.tolist() == [0.5, 1.0]
+    r.t.sum().backward()
+    # row 0: dt/dx = d / L = (1, 0), dt/dc1 = (x - a) - 2 t d = (-0.5, 2), dt/dc0 = -(both) = (-0.5, -2);
+    # row 1 is clamped at t = 1: no gradient
+    torch.testing.assert_close(x.grad, torch.tensor([[1.0, 0.0], [0.0, 0.0]], dtype=torch.float64))
+    torch.testing.assert_close(c.grad, torch.tensor([[-0.5, -2.0], [-0.5, 2.0]], dtype=torch.float64))
+
+
+def test_gradients_are_scale_covariant_outside_the_window():
+    """At 2^500 and 2^-600 (float64, rescaled path; the distances of the latter underflow to 0) the gradients
+    are those at scale 1 times 2^k (distance) and 2^-k (t)."""
+    g = torch.Generator().manual_seed(21)
+    x0 = torch.randn(10, 4, generator=g, dtype=torch.float64)
+    c0 = torch.randn(6, 4, generator=g, dtype=torch.float64).cumsum(0)
+    grads = []
+    for k in (0, 500, -600):
+        x = (x0 * 2.0 ** k).requires_grad_()
+        c = (c0 * 2.0 ** k).requires_grad_()
+        r = sa.segment_assign(x, c)
+        gd = torch.autograd.grad(r.distance_sq.sum(), (x, c), retain_graph=True)
+        gt = torch.autograd.grad(r.t.sum(), (x, c))
+        grads.append((gd, gt))
+    for k, (gd, gt) in zip((500, -600), grads[1:]):
+        for a, b in zip(grads[0][0], gd):
+            torch.testing.assert_close(sa.ldexp(b, -k), a, rtol=1e-12, atol=1e-12)
+        for a, b in zip(grads[0][1], gt):
+            torch.testing.assert_close(sa.ldexp(b, k), a, rtol=1e-12, atol=1e-12)
+
+
 def test_custom_op_registration():
     x, c, _ = random_case(63, 100, 17)
     op = torch.ops.latentfast.segment_assign.default
     torch.library.opcheck(op, (x, c, True, None, "auto"))
     torch.library.opcheck(op, (x.double(), c.double(), False, None, "reference"))
+    torch.library.opcheck(op, (x * 2.0 ** 100, c * 2.0 ** 100, True, None, "auto", 104))  # the rescaled path
     # with gradients: the checks that apply to an op whose integer output has no gradient
     torch.library.opcheck(op, (x.double().requires_grad_(), c.double(), True, None, "auto"),
                           test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))

@@ -112,7 +112,7 @@ def _topk_kernel(P, MEAN, C, CC, AD, LL, INVL, OUT_D, OUT_I, N, M, S, D,
 
 @triton.jit
 def _rescore_kernel(P, V, MEAN64, CAND_D, CAND_I, OUT_I, OUT_T, OUT_D, OUT_U, N, D,
-                    stride_pn, stride_pd, stride_vm, stride_vd, bound_f, cmax,
+                    stride_pn, stride_pd, stride_vm, stride_vd, bound_f, bound_abs, cmax,
                     SEGMENTS: tl.constexpr, K: tl.constexpr, CERTIFY: tl.constexpr,
                     BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
     # One pass over D for all four candidates at once, in float64 from the raw float32 inputs: x - v of two
@@ -175,7 +175,7 @@ def _rescore_kernel(P, V, MEAN64, CAND_D, CAND_I, OUT_I, OUT_T, OUT_D, OUT_U, N,
     if CERTIFY:
         kth = tl.load(CAND_D + rows.to(tl.int64) * 4 + (K - 1), mask=rmask, other=0.0).to(tl.float64)
         e = tl.sqrt(xn) + cmax
-        bound = bound_f * e * e
+        bound = bound_f * e * e + bound_abs
         # "not certified", so that NaN/Inf anywhere leaves the row to the fallback
         ok = (kth < float("inf")) & (kth - bound > best_d)
         unsure = unsure | (ok == 0)

@@ -45,9 +45,11 @@ def assign_into(points: Tensor, vertices: Tensor, segments: bool, index: Tensor,
     _C = native_module()
     if _C is None:
         raise RuntimeError("; ".join(native_why_not()))
-    bound_factor = reference.gemm_error_bound(points.shape[1], reference.compute_dtype(points.dtype))
-    _C.segment_assign_cpu_out(points, vertices, bool(segments), float(bound_factor), int(block_rows),
-                              int(num_candidates), index, t, distance_sq, unsure)
+    cdt = reference.compute_dtype(points.dtype)
+    bound_factor = reference.gemm_error_bound(points.shape[1], cdt)
+    bound_abs = reference.gemm_underflow_bound(points.shape[1], cdt)
+    _C.segment_assign_cpu_out(points, vertices, bool(segments), float(bound_factor), float(bound_abs),
+                              int(block_rows), int(num_candidates), index, t, distance_sq, unsure)
 
 
 def run(points: Tensor, vertices: Tensor, segments: bool, chunk_size: Optional[int]) -> Tuple[Tensor, Tensor, Tensor]:

@@ -8,13 +8,15 @@ segment is a + t d with t = clamp(<x - a, d> / L, 0, 1) (t = 0 when L = 0) and t
 All inner products with x come from ONE GEMM  G = X C^T:  <x, a> = G_j, <x - a, d> = G_{j+1} - G_j - <a, d>.
 
 Exactness.  That expanded form cancels when |x| >> distance.  Two things keep the answer exact:
-  1. both X and C are shifted by the mean vertex first (distances are translation invariant), which removes
-     the "far from the origin" part of the cancellation for free;
-  2. the K best segments by the cheap formula are re-scored directly in float64 (x - a, clamp, |residual|^2),
-     and a point is *certified* only if every other segment's cheap distance exceeds the winner's exact
-     distance by more than a rigorous bound on the cheap formula's rounding error.  The few points that are
-     not certified (genuine near-ties among more than K segments) are solved by brute force in float64.
-So the result equals a float64 brute force (same segment, or a tie at float64 precision), for any input.
+  1. for the cheap formula both X and C are shifted by the mean vertex first (distances are translation
+     invariant), which removes the "far from the origin" part of the cancellation for free;
+  2. the K best segments by the cheap formula are re-scored directly in float64 from the raw, unshifted
+     inputs (x - a, clamp, |residual|^2: the brute force's own formula), and a point is *certified* only if
+     every other segment's cheap distance exceeds the winner's exact distance by more than a rigorous bound on
+     the cheap formula's rounding error (relative, plus an underflow term).  The few points that are not
+     certified (genuine near-ties among more than K segments) are solved by brute force in float64.
+So the result equals a float64 brute force (same segment, or a tie at float64 precision), for any input whose
+largest magnitude is inside the window of ``scaling.py``; the public functions rescale the others exactly.
 
 The same machinery with zero-length "segments" gives the nearest point of a codebook (``nearest_point``), which
 serves SFVQ training (nearest dithered point).
@@ -63,6 +65,19 @@ def gemm_error_bound(dim: int, dtype: torch.dtype, input_eps: float = 0.0) -> fl
     return 2.0 * (6.0 * (gamma + 2.0 * e + e * e) + 16.0 * u)
 
 
+def gemm_underflow_bound(dim: int, dtype: torch.dtype) -> float:
+    """Absolute term added to the relative bound: what underflow can cost the cheap formula.
+
+    Below the normal range rounding errors are absolute, not relative: a product that underflows (or an input
+    or output flushed to zero by FTZ/DAZ hardware) is off by < tiny = the smallest normal number (times |c| <= E
+    for a flushed input, which the relative term covers when E >= 1).  The cheap distance sums about 12 D such
+    products (xx, G_j, G_{j+1}, <a, d>, |d|^2, |c|^2) plus the epilogue; a clamped t on a segment whose
+    |d|^2 < tiny is wrong by at most |d|^2 < tiny.  Doubled for safety, like the relative factor.
+    """
+    tiny = torch.finfo(dtype).tiny
+    return 2.0 * (12.0 * dim + 16.0) * tiny
+
+
 def gemm_input_eps(x: Tensor, dtype: torch.dtype) -> float:
     """Input rounding of a float32 GEMM on x's device: TF32 on CUDA when torch allows it, else none."""
     if x.is_cuda and dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
@@ -73,9 +88,9 @@ def gemm_input_eps(x: Tensor, dtype: torch.dtype) -> float:
 def _prepare(vertices: Tensor, segments: bool):
     """Per-call constants of the vertex set, in the compute dtype and shifted by the mean vertex."""
     cdt = compute_dtype(vertices.dtype)
-    mean = vertices.to(torch.float64).mean(0)
-    c64 = vertices.to(torch.float64) - mean  # exact re-scoring uses these, not the rounded copy below
-    c = c64.to(cdt)
+    c64 = vertices.to(torch.float64)  # the exact re-scoring uses these raw values, uncentred (see nearest)
+    mean = c64.mean(0)
+    c = (c64 - mean).to(cdt)
     cc = (c * c).sum(1)
     if segments:
         d = c[1:] - c[:-1]
@@ -163,24 +178,31 @@ def nearest(points: Tensor, vertices: Tensor, *, segments: bool = True, chunk_si
     S = c.shape[0] - 1 if segments else c.shape[0]
     K = min(num_candidates, S)
     bound_factor = gemm_error_bound(dim, c.dtype, gemm_input_eps(points, c.dtype))  # TF32 on CUDA widens it
+    bound_abs = gemm_underflow_bound(dim, c.dtype)
     chunk = chunk_size or default_chunk_size(c.shape[0])
 
     index = torch.empty(n_all, dtype=torch.int64, device=points.device)
     t_out = torch.empty(n_all, dtype=out_dtype, device=points.device)
     d_out = torch.empty(n_all, dtype=out_dtype, device=points.device)
     for s in range(0, n_all, chunk):
-        x64 = points[s:s + chunk].to(torch.float64) - mean
-        xs = x64.to(c.dtype)
+        # The cheap formula works on centred values; the exact re-scoring on the raw ones, like the brute force:
+        # centring rounds (x - mean in float64 loses a coordinate 2^-60 next to a mean of 1), raw x - a of two
+        # float32 numbers is exact, and of float64 numbers rounds once.
+        x64 = points[s:s + chunk].to(torch.float64)
+        xc = x64 - mean
+        xs = xc.to(c.dtype)
         approx = cheap_distances(xs, c, cc, L, ad)
         cand_d, cand_i = approx.topk(K, dim=1, largest=False, sorted=True)
         ex_d, ex_t = exact_scores(x64, c64, cand_i, segments)
         i, t, d = pick_lowest(ex_d, ex_t, cand_i)
         if K < S:
             # Every non-candidate's cheap distance is >= the K-th candidate's; its exact distance is then
-            # >= cand_d[:, -1] - bound.  Certified when that cannot beat the winner.
-            xnorm = x64.norm(dim=1)
-            bound = bound_factor * (xnorm + cmax) ** 2
-            unsure = (cand_d[:, -1].to(torch.float64) - bound) <= d
+            # >= cand_d[:, -1] - bound (relative rounding plus underflow).  Certified when that cannot beat the
+            # winner.
+            xnorm = xc.norm(dim=1)
+            bound = bound_factor * (xnorm + cmax) ** 2 + bound_abs
+            # written as "not certified" so that a NaN (an overflowed cheap distance) is never certified
+            unsure = ~((cand_d[:, -1].to(torch.float64) - bound) > d)
             if bool(unsure.any()):
                 # Near-ties beyond K candidates: redo those rows with a float64 GEMM (whose bound is ~1e9x
                 # tighter), and only at float64 itself fall back to the direct brute force.

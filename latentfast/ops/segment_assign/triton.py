@@ -77,6 +77,12 @@ def bound_factor(dim: int, precision) -> float:
     raise ValueError(f"precision: expected 'ieee', 'tf32x3' or 'tf32', got {precision!r}")
 
 
+def underflow_bound(dim: int, precision) -> float:
+    """The certification bound's absolute (underflow) term: :func:`reference.gemm_underflow_bound` for float32,
+    over the 3 D products of "tf32x3" (TF32 keeps float32's exponent range)."""
+    return reference.gemm_underflow_bound(3 * dim if precision == "tf32x3" else dim, torch.float32)
+
+
 def default_precision(device: torch.device) -> str:
     """"tf32x3" on tensor-core GPUs (Ampere and newer): near-float32 accuracy, so certification rarely fails,
     at a fraction of the cost of "ieee"; plain "tf32" certifies too few noisy points to pay off (see
@@ -192,7 +198,8 @@ def assign_into(points: Tensor, vertices: Tensor, segments: bool, index: Tensor,
     rescore[(triton.cdiv(n, block_r),)](
         points, vertices, consts["mean32"].to(torch.float64), cand_d, cand_i,
         index, t, distance_sq, unsure, n, dim, points.stride(0), points.stride(1), vertices.stride(0),
-        vertices.stride(1), bound_factor(dim, consts["precision"]), consts["cmax"],
+        vertices.stride(1), bound_factor(dim, consts["precision"]), underflow_bound(dim, consts["precision"]),
+        consts["cmax"],
         SEGMENTS=bool(segments), K=k, CERTIFY=k < s, BLOCK_R=block_r, BLOCK_K=block_k, num_warps=warps)
 
 

@@ -2,5 +2,6 @@
 per-matrix loop on CUDA (CholeskyQR2 instead of Householder QR; one-sided Jacobi instead of torch's SVD past 32)."""
 from .cholesky_qr import cholesky_qr, orthonormalize, small_svd, thin_svd
 from .jacobi import jacobi_svd
+from .triton_jacobi import batched_eigh
 
-__all__ = ["cholesky_qr", "orthonormalize", "small_svd", "thin_svd", "jacobi_svd"]
+__all__ = ["cholesky_qr", "orthonormalize", "small_svd", "thin_svd", "jacobi_svd", "batched_eigh"]
