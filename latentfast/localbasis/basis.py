@@ -30,7 +30,7 @@ import torch
 from .. import _checks
 from ..ops.small_linalg import orthonormalize, thin_svd
 from ..ops.small_linalg._threads import single_threaded
-from .jacobian import JacobianOperator, linearize, mlp_spec_of
+from .jacobian import JacobianOperator, TangentPlan, default_memory_budget, linearize, mlp_spec_of
 
 Tensor = torch.Tensor
 
@@ -157,7 +157,7 @@ def _chunk_budget(device: torch.device) -> int:
 def local_basis(f: Callable[[Tensor], Tensor], z, k: Optional[int] = None, method: str = "auto", *,
                 oversample: int = 10, power_iters: Optional[int] = None, tol: Optional[float] = None,
                 chunk_size: Optional[int] = None, generator: Optional[torch.Generator] = None,
-                backend: str = "auto") -> LocalBasis:
+                backend: str = "auto", max_memory: Optional[int] = None) -> LocalBasis:
     """Local basis of ``f`` at ``z``.
 
     f: callable (B, d_in) -> (B, ...), rows independent (output flattened to d_out); an :class:`MLPSpec` or a
@@ -173,6 +173,10 @@ def local_basis(f: Callable[[Tensor], Tensor], z, k: Optional[int] = None, metho
        an eighth of the memory on a GPU).
     generator: torch.Generator for the random probes (reproducible results).
     backend: for MLP-shaped f, the mlp_jvp backend ("auto", "triton", "reference"); ignored otherwise.
+    max_memory: bytes of working memory one torch.func tangent pass may allocate: the r tangents (cotangents)
+       of a chunk of latents go through f in as many passes as that needs, at least one tangent each (see
+       :class:`~latentfast.localbasis.jacobian.FuncOperator`).  Default: half the free memory of a CUDA
+       device, a quarter of the available RAM on the CPU.  Ignored on the fused MLP path.
     Raises ValueError/TypeError naming the argument on bad shapes, dtypes, NaN/Inf, k out of range.
     """
     z, single = _validate_z(z)
@@ -186,6 +190,11 @@ def local_basis(f: Callable[[Tensor], Tensor], z, k: Optional[int] = None, metho
             raise ValueError(f"tol: expected a positive float or None, got {tol!r}")
         if power_iters is not None:
             raise ValueError("tol: give either power_iters (a fixed count) or tol (adaptive), not both")
+    if max_memory is not None:
+        max_memory = _checks.check_int("max_memory", max_memory, low=1)
+    else:
+        max_memory = default_memory_budget(z.device)
+    plan = TangentPlan(max_memory)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
 
@@ -195,7 +204,7 @@ def local_basis(f: Callable[[Tensor], Tensor], z, k: Optional[int] = None, metho
     if spec is not None and spec.d_in != z.shape[1]:
         raise ValueError(f"z: expected width d_in = {spec.d_in} for this MLP, got shape {tuple(z.shape)}")
     try:
-        first = linearize(f, z[:1], backend)
+        first = linearize(f, z[:1], backend, plan=plan)
     except RuntimeError as exc:  # typically a shape mismatch inside f
         raise ValueError(f"z: f could not be applied to a latent of shape {tuple(z[:1].shape)}: {exc}") from exc
     if first.points.dim() != 2 or first.points.shape[0] != 1:
@@ -217,7 +226,7 @@ def local_basis(f: Callable[[Tensor], Tensor], z, k: Optional[int] = None, metho
 
     outs = []
     for s in range(0, z.shape[0], chunk_size):
-        op = first if (s == 0 and z.shape[0] == 1) else linearize(f, z[s:s + chunk_size], backend)
+        op = first if (s == 0 and z.shape[0] == 1) else linearize(f, z[s:s + chunk_size], backend, plan=plan)
         if method == "exact":
             U, S, V, res = _exact(op, k)
         else:
