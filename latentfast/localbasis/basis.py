@@ -44,16 +44,18 @@ class LocalBasis:
     """Local basis of f at B latents (batch dimension dropped when a single (d_in,) latent was given).
 
     points:          (B, d_out) f(z), flattened
-    basis:           (B, d_out, k) U, orthonormal columns, descending singular values
+    basis:           (B, d_out, k) U, orthonormal columns, descending singular values; None with
+                     ``output_basis=False``
     singular_values: (B, k)
-    input_basis:     (B, d_in, k) V, orthonormal columns; J v_i = s_i u_i
+    input_basis:     (B, d_in, k) V, orthonormal columns; J v_i = s_i u_i; (B, num_ws, w_dim, k) when z was
+                     given in W+ layout (B, num_ws, w_dim)
     residual:        (B,) ||J - U S V^T||_2: exactly sigma_{k+1} (0 at full rank) for ``exact``; for
                      ``randomized`` the sketch's estimate of sigma_{k+1} (a lower bound, tight once converged)
     method:          "exact" or "randomized", what actually ran
     """
 
     points: Tensor
-    basis: Tensor
+    basis: Optional[Tensor]
     singular_values: Tensor
     input_basis: Tensor
     residual: Tensor
@@ -61,7 +63,7 @@ class LocalBasis:
 
     @property
     def k(self) -> int:
-        return self.basis.shape[-1]
+        return self.singular_values.shape[-1]
 
 
 def fix_signs(U: Tensor, V: Tensor):
@@ -72,10 +74,26 @@ def fix_signs(U: Tensor, V: Tensor):
     return U * sign, V * sign
 
 
+def _output_signs(A: Tensor, M: Tensor, rows: int = 4096) -> Tensor:
+    """(B, 1, k) sign of the largest-magnitude entry of each column of A @ M (A (B, n, m), M (B, m, k)), the
+    first on ties, without forming the (B, n, k) product: row blocks of ``rows``."""
+    best = sign = None
+    for s in range(0, A.shape[1], rows):
+        blk = A[:, s:s + rows] @ M
+        idx = blk.abs().argmax(dim=1, keepdim=True)
+        val = blk.gather(1, idx)
+        if best is None:
+            best, sign = val.abs(), torch.sign(val)
+        else:
+            take = val.abs() > best
+            best, sign = torch.where(take, val.abs(), best), torch.where(take, torch.sign(val), sign)
+    return torch.where(sign == 0, torch.ones_like(sign), sign)
+
+
 def _validate_z(z) -> tuple[Tensor, bool]:
     z = _checks.as_tensor("z", z)
     _checks.check_floating("z", z)
-    _checks.check_ndim("z", z, (1, 2), "(B, d_in) or (d_in,)")
+    _checks.check_ndim("z", z, (1, 2, 3), "(B, d_in), (d_in,) or W+ (B, num_ws, w_dim)")
     single = z.dim() == 1
     if single:
         z = z.unsqueeze(0)
@@ -86,12 +104,19 @@ def _validate_z(z) -> tuple[Tensor, bool]:
     return z, single
 
 
-def _exact(op: JacobianOperator, k: int):
+def _exact(op: JacobianOperator, k: int, output_basis: bool = True):
     J = op.dense()
-    U, S, Vh = torch.linalg.svd(J, full_matrices=False)
+    if not output_basis and op.d_out > op.d_in:  # J = Q R: V and S from R (d_in x d_in), Q never formed
+        R = torch.linalg.qr(J, mode="r")[1]
+        _, S, Vh = torch.linalg.svd(R, full_matrices=False)
+        V = Vh[:, :k, :].transpose(1, 2)
+        U = _output_signs(J, V)  # only the signs of U = J V / S
+    else:
+        U, S, Vh = torch.linalg.svd(J, full_matrices=False)
+        U, V = U[:, :, :k], Vh[:, :k, :].transpose(1, 2)
     kmax = S.shape[-1]
     residual = S[:, k] if k < kmax else torch.zeros_like(S[:, 0])
-    return U[:, :, :k], S[:, :k], Vh[:, :k, :].transpose(1, 2), residual
+    return U, S[:, :k], V, residual
 
 
 def _orthogonalize_against(Y: Tensor, blocks) -> Tensor:
@@ -104,7 +129,7 @@ def _orthogonalize_against(Y: Tensor, blocks) -> Tensor:
 
 
 def _randomized(op: JacobianOperator, k: int, oversample: int, power_iters: Optional[int], tol: Optional[float],
-                generator: Optional[torch.Generator]):
+                generator: Optional[torch.Generator], output_basis: bool = True):
     """Block Krylov range finder (Musco & Musco 2015) driven by JVPs/VJPs; see the module docstring.
 
     Space: span{Y, (J J^T) Y, ..., (J J^T)^q Y}, Y = J Omega, built block by block, each block orthogonalised
@@ -140,9 +165,10 @@ def _randomized(op: JacobianOperator, k: int, oversample: int, power_iters: Opti
     K = torch.cat(blocks, dim=2)
     W = torch.cat(Ws, dim=2)  # = J^T K
     P, S, Rh = thin_svd(W)  # W = J^T K = P S Rh  =>  K^T J = Rh^T S P^T
-    U = K @ Rh.transpose(1, 2)
+    M = Rh.transpose(1, 2)[:, :, :k]
+    U = K @ M if output_basis else _output_signs(K, M)  # without U: only its signs, in row blocks
     residual = S[:, k] if k < S.shape[1] else torch.zeros_like(S[:, 0])
-    return U[:, :, :k], S[:, :k], P[:, :, :k], residual
+    return U, S[:, :k], P[:, :, :k], residual
 
 
 def _chunk_budget(device: torch.device) -> int:
@@ -157,13 +183,16 @@ def _chunk_budget(device: torch.device) -> int:
 def local_basis(f: Callable[[Tensor], Tensor], z, k: Optional[int] = None, method: str = "auto", *,
                 oversample: int = 10, power_iters: Optional[int] = None, tol: Optional[float] = None,
                 chunk_size: Optional[int] = None, generator: Optional[torch.Generator] = None,
-                backend: str = "auto", max_memory: Optional[int] = None) -> LocalBasis:
+                backend: str = "auto", max_memory: Optional[int] = None,
+                output_basis: bool = True) -> LocalBasis:
     """Local basis of ``f`` at ``z``.
 
     f: callable (B, d_in) -> (B, ...), rows independent (output flattened to d_out); an :class:`MLPSpec` or a
        module with ``mlp_spec()`` (latentfast's mapping networks) takes the fused MLP path, anything else
        goes through torch.func.
-    z: (B, d_in) or (d_in,) floating tensor, finite, B >= 1.
+    z: (B, d_in) or (d_in,) floating tensor, finite, B >= 1; or W+ latents (B, num_ws, w_dim), which f takes
+       in that layout (d_in = num_ws * w_dim, flattened inside; ``input_basis`` comes back (B, num_ws, w_dim,
+       k)).  One W+ latent is (1, num_ws, w_dim).
     k: number of directions, 1 <= k <= min(d_in, d_out); None = all (exact).
     method: "exact", "randomized" (needs k), or "auto" (randomized when k + oversample <= min(d_in, d_out) / 4
        and the problem is large enough for it to pay, exact otherwise).
@@ -177,9 +206,18 @@ def local_basis(f: Callable[[Tensor], Tensor], z, k: Optional[int] = None, metho
        of a chunk of latents go through f in as many passes as that needs, at least one tangent each (see
        :class:`~latentfast.localbasis.jacobian.FuncOperator`).  Default: half the free memory of a CUDA
        device, a quarter of the available RAM on the CPU.  Ignored on the fused MLP path.
+    output_basis: False returns only V, the singular values and the residual (``basis`` is None): the
+       eigenvectors of the pullback metric J^T J = V S^2 V^T, without ever storing U (B, d_out, k) — what an
+       image-space Jacobian needs (d_out = 3 H W).  Same V, S and sign convention as with True.
     Raises ValueError/TypeError naming the argument on bad shapes, dtypes, NaN/Inf, k out of range.
     """
     z, single = _validate_z(z)
+    latent_shape = None
+    if z.dim() == 3:  # W+ latents: f takes (B, num_ws, w_dim); the operator sees them flattened
+        latent_shape = tuple(z.shape[1:])
+        f_wplus = f
+        f = lambda flat: f_wplus(flat.reshape(flat.shape[0], *latent_shape))  # noqa: E731
+        z = z.reshape(z.shape[0], -1)
     _checks.check_choice("method", method, METHODS)
     oversample = _checks.check_int("oversample", oversample, low=0)
     if power_iters is not None:
@@ -228,12 +266,18 @@ def local_basis(f: Callable[[Tensor], Tensor], z, k: Optional[int] = None, metho
     for s in range(0, z.shape[0], chunk_size):
         op = first if (s == 0 and z.shape[0] == 1) else linearize(f, z[s:s + chunk_size], backend, plan=plan)
         if method == "exact":
-            U, S, V, res = _exact(op, k)
+            U, S, V, res = _exact(op, k, output_basis)
         else:
-            U, S, V, res = _randomized(op, k, oversample, power_iters, tol, generator)
-        U, V = fix_signs(U, V)
+            U, S, V, res = _randomized(op, k, oversample, power_iters, tol, generator, output_basis)
+        if output_basis:
+            U, V = fix_signs(U, V)
+        else:  # U holds the (B, 1, k) signs of the columns of U
+            U, V = None, V * U
         outs.append((op.points, U, S, V, res))
-    points, U, S, V, res = (torch.cat(parts) for parts in zip(*outs))
+    points, U, S, V, res = (None if parts[0] is None else torch.cat(parts) for parts in zip(*outs))
+    if latent_shape is not None:
+        V = V.reshape(V.shape[0], *latent_shape, V.shape[-1])
     if single:
-        points, U, S, V, res = points[0], U[0], S[0], V[0], res[0]
+        points, S, V, res = points[0], S[0], V[0], res[0]
+        U = None if U is None else U[0]
     return LocalBasis(points, U, S, V, res, method)
