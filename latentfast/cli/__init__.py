@@ -59,22 +59,66 @@ def _latents_for(G, args, n):
     return G.sample_z(n, g, device=args.device)
 
 
+def _layers_arg(text):
+    """--layers "a:b" -> slice(a, b) (either end may be empty); None stays None."""
+    if text is None:
+        return None
+    parts = text.split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        return slice(*(int(p) if p.strip() else None for p in parts))
+    except ValueError:
+        raise ValueError(f"--layers: expected a:b (W+ layer indices, e.g. 2:5), got {text!r}") from None
+
+
 def cmd_basis(args) -> int:
+    from .. import viz
     from ..localbasis import local_basis
-    from ._common import load_generator_arg, save_directions, write_json
+    from ._common import load_generator_arg, save_directions, write_json, write_png
 
     G = load_generator_arg(args.checkpoint, args.device)
+    layers = _layers_arg(args.layers)
+    if args.space == "w" and layers is not None:
+        raise ValueError("--layers: applies to --space image or wplus (the synthesis network), not w")
+    if args.space != "w" and not callable(getattr(G, "synthesis_f", None)):
+        raise ValueError(f"--space: {args.space!r} needs a StyleGAN2 generator (synthesis_f), got "
+                         f"{type(G).__name__}; use --space w")
     z = _latents_for(G, args, args.num)
-    f = G.mlp_spec() or G.f
-    lb = local_basis(f, z, args.k, args.method, generator=torch.Generator().manual_seed(args.seed))
+    gen = torch.Generator().manual_seed(args.seed)
+    if args.space == "w":  # the mapping network Z -> W: directions in W (columns of U)
+        f = G.mlp_spec() or G.f
+        lb = local_basis(f, z, args.k, args.method, generator=gen)
+        dirs, points = lb.basis.transpose(1, 2), lb.points
+    else:  # the image w.r.t. W or W+ (optionally a layer range): input directions V, no U stored
+        with torch.no_grad():
+            w = G.f(z)
+        x = w if args.space == "image" else w[:, None].repeat(1, G.num_ws, 1)
+        f = G.synthesis_f("w" if args.space == "image" else "wplus", layers=layers)
+        lb = local_basis(f, x, args.k, args.method, generator=gen, output_basis=False)
+        dirs = lb.input_basis.reshape(args.num, -1, lb.k).transpose(1, 2)  # (num, k, d) W+ rows flattened
+        points = x.reshape(args.num, -1)
     with atomic_output_dir(args.out, overwrite=args.overwrite, name="--out") as tmp:
         np.save(tmp / "z.npy", z.cpu().numpy())
         for i in range(args.num):
-            save_directions(tmp, f"latent{i:03d}", lb.basis[i].T, lb.points[i], lb.singular_values[i])
+            save_directions(tmp, f"latent{i:03d}", dirs[i], points[i], lb.singular_values[i])
+        if args.space != "w":  # pictures of the top edits: rows = directions, columns = -2 .. 2 steps
+            steps = torch.linspace(-2.0, 2.0, 5) * args.edit_size
+            for i in range(args.num):
+                base = x[i:i + 1]
+                edits = [base + t * lb.input_basis[i, ..., j][None] for j in range(min(lb.k, 5)) for t in steps]
+                with torch.no_grad():
+                    imgs = G.synthesize(torch.cat(edits))
+                grid = viz.image_grid(imgs, min(lb.k, 5), len(steps), scale=2,
+                                      title=f"latent {i}: top edits in {args.space}")
+                write_png(tmp / f"latent{i:03d}_edits.png", grid)
         write_json(tmp / "basis.json", {"k": args.k, "method": lb.method, "num_latents": args.num,
+                                        "space": args.space, "layers": args.layers,
+                                        "layout": "W" if args.space in ("w", "image") else
+                                        f"W+ ({G.num_ws}, {G.w_dim}) flattened row-major",
                                         "singular_values": lb.singular_values.tolist(),
                                         "residual": lb.residual.tolist()})
-    print(f"wrote {args.num} local bases (k={args.k}, {lb.method}) to {args.out}")
+    print(f"wrote {args.num} local bases (k={args.k}, {lb.method}, space {args.space}) to {args.out}")
     return 0
 
 
@@ -200,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--num", type=_positive("--num"), default=8)
     b.add_argument("-k", "--k", type=_positive("--k"), default=10)
     b.add_argument("--method", default="auto", choices=["auto", "exact", "randomized"])
+    b.add_argument("--space", default="w", choices=["w", "image", "wplus"],
+                   help="w: the mapping network Z -> W (default); image: the image w.r.t. W; wplus: the image "
+                        "w.r.t. W+ (input directions, with pictures of the top edits)")
+    b.add_argument("--layers", default=None, help="a:b, W+ layers carrying the edit (image / wplus; default all)")
+    b.add_argument("--edit-size", type=float, default=1.0, help="step of the edit pictures (image / wplus)")
     b.add_argument("--out", required=True)
     b.add_argument("--overwrite", action="store_true")
     b.set_defaults(func=cmd_basis)
