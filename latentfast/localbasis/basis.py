@@ -213,6 +213,9 @@ def local_basis(f: Callable[[Tensor], Tensor], z, k: Optional[int] = None, metho
     """
     z, single = _validate_z(z)
     latent_shape = None
+    if z.dim() == 3 and mlp_spec_of(f) is not None:
+        raise ValueError(f"z: expected shape (B, d_in) for an MLP f, got shape {tuple(z.shape)} (W+ latents "
+                         f"(B, num_ws, w_dim) need an f that takes them, e.g. G.synthesis_f('wplus'))")
     if z.dim() == 3:  # W+ latents: f takes (B, num_ws, w_dim); the operator sees them flattened
         latent_shape = tuple(z.shape[1:])
         f_wplus = f
