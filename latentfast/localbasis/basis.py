@@ -114,6 +114,8 @@ def _exact(op: JacobianOperator, k: int, output_basis: bool = True):
     else:
         U, S, Vh = torch.linalg.svd(J, full_matrices=False)
         U, V = U[:, :, :k], Vh[:, :k, :].transpose(1, 2)
+        if not output_basis:  # U is small here (d_out <= d_in); hand back only its signs, like the QR route
+            U = _output_signs(U, torch.eye(k, dtype=U.dtype, device=U.device).expand(U.shape[0], k, k))
     kmax = S.shape[-1]
     residual = S[:, k] if k < kmax else torch.zeros_like(S[:, 0])
     return U, S[:, :k], V, residual

@@ -9,6 +9,7 @@ Two implementations behind one interface:
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Callable, List, Optional
 
@@ -247,7 +248,8 @@ class FuncOperator(JacobianOperator):
         if plan is None:
             plan = TangentPlan(default_memory_budget(z.device) if max_memory is None else max_memory)
         self.plan, self.audit = plan, audit
-        with _AllocationCounter() as counter:
+        counter = _AllocationCounter() if plan.forward_bytes_per_latent is None else contextlib.nullcontext()
+        with counter:
             self.points, self._vjp_fn = torch.func.vjp(self._f, z)
         if plan.forward_bytes_per_latent is None:
             plan.forward_bytes_per_latent = counter.bytes / B

@@ -51,6 +51,16 @@ def test_output_basis_false_gives_the_same_v_and_s(method):
     torch.testing.assert_close(lean.input_basis.reshape(4, 15, 4), Vo, rtol=0, atol=1e-8)
 
 
+def test_output_basis_false_when_d_out_is_smaller():
+    torch.manual_seed(1)
+    f = nn.Sequential(nn.Linear(15, 6), nn.Tanh()).double().requires_grad_(False)
+    z = torch.randn(3, 15, dtype=torch.float64)
+    full, lean = lf.local_basis(f, z, 4, method="exact"), lf.local_basis(f, z, 4, method="exact", output_basis=False)
+    assert lean.basis is None
+    torch.testing.assert_close(lean.input_basis, full.input_basis, rtol=0, atol=1e-12)
+    torch.testing.assert_close(lean.singular_values, full.singular_values, rtol=0, atol=0)
+
+
 def test_output_signs_in_row_blocks_match_the_product():
     from latentfast.localbasis.basis import _output_signs, fix_signs
 
