@@ -1,4 +1,4 @@
-"""The five workloads of issue 6: LB, ITER, SEG, FIT, GRASS.
+"""The five workloads of issue 6 (LB, ITER, SEG, FIT, GRASS) and issue 11's PULLBACK.
 
 Each ``run_<name>(cfg, device)`` builds its inputs, checks that the official-approach baseline, the pure-PyTorch
 reference and every available fast backend agree (before anything is timed), then times them and returns a
@@ -25,7 +25,7 @@ import latentfast
 from latentfast import _dispatch
 from latentfast.sfvq.fit import train_step
 
-from .baselines import grassmann_official, localbasis_official, sfvq_official
+from .baselines import grassmann_official, localbasis_official, lowrankgan_official, sfvq_official
 
 REPO = Path(__file__).resolve().parents[1]
 FFHQ = REPO / "tests" / "data" / "sfvq_stylegan2_ffhq"
@@ -46,6 +46,10 @@ SIZES: Dict[str, Dict[str, Dict[str, dict]]] = {
                         base_steps={64: 4, 4096: 1}, check_steps=4, repeats=3, slow_repeats=2),
             "GRASS": dict(P=1000, n=512, k=10, clusters=100, base_bases=150, oracle_pairs=2000, repeats=2,
                           slow_repeats=1),
+            "PULLBACK": dict(k=10, embedded=dict(B=2, base_rows=64, repeats=1),
+                             sg2=dict(size=256, w_dim=512, channels={4: 256, 8: 256, 16: 256, 32: 128, 64: 64,
+                                                                     128: 32, 256: 16},
+                                      B=1, base_rows=4, dense_columns=8, repeats=1)),
         },
         "cuda": {
             "LB": dict(B=10000, dim=512, layers=8, decay=0.995, ks=[10, 32], base_latents=16, exact_latents=256,
@@ -71,6 +75,9 @@ SIZES: Dict[str, Dict[str, Dict[str, dict]]] = {
             "FIT": dict(bits=5, batches=[64, 128], noise=1.0, steps={64: 2, 128: 1}, base_steps={64: 1, 128: 1},
                         check_steps=2, repeats=1, slow_repeats=1),
             "GRASS": dict(P=40, n=48, k=4, clusters=8, base_bases=20, oracle_pairs=100, repeats=1, slow_repeats=1),
+            "PULLBACK": dict(k=4, embedded=dict(B=1, base_rows=8, repeats=1, baseline_accuracy=False),
+                             sg2=dict(size=16, w_dim=32, channels={4: 16, 8: 16, 16: 8}, B=1, base_rows=4,
+                                      dense_columns=4, repeats=1)),
         },
     },
 }
@@ -103,6 +110,10 @@ TARGETS = {
              source="issue 6", what="FIT >= 50x the baseline's steps/s (batch 4096)"),
         dict(workload="GRASS", row="latentfast pairwise_grassmann", vs="baseline", min_ratio=10.0, source="issue 6",
              what="GRASS >= 10x the baseline"),
+        dict(workload="PULLBACK", row="sg2: latentfast randomized k=10", vs="sg2: baseline", min_ratio=20.0,
+             source="issue 11", what="PULLBACK (256x256 StyleGAN2-shaped) >= 20x LowRankGAN's approach at k=10"),
+        dict(workload="PULLBACK", row="embedded: latentfast randomized k=10", vs="embedded: baseline",
+             min_ratio=20.0, source="issue 11", what="PULLBACK (embedded 32x32) >= 20x LowRankGAN's approach"),
     ],
     "cuda": [
         dict(workload="LB", row="latentfast randomized k=10", vs="baseline", min_ratio=500.0, source="issue 6",
@@ -772,4 +783,139 @@ def run_grass(cfg: dict, device: str) -> dict:
                 dtype="float32")
 
 
-WORKLOADS = {"LB": run_lb, "ITER": run_iter, "SEG": run_seg, "FIT": run_fit, "GRASS": run_grass}
+# ---------------------------------------------------------------------------------------------------------------
+# PULLBACK (issue 11): top-k input directions of the synthesis network's image Jacobian w.r.t. W
+
+
+def _pullback_f(G, mean_rgb: bool = True):
+    """LowRankGAN's function: w tiled to every layer -> image, averaged over RGB (its --fused_channel)."""
+    synth = G.synthesis_f()
+    return (lambda w: synth(w).mean(1)) if mean_rgb else synth
+
+
+def _principal_cosines(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """Cosines of the principal angles between the column spans of A and B (d, k), float64, descending."""
+    qa, _ = torch.linalg.qr(A.double())
+    qb, _ = torch.linalg.qr(B.double())
+    return torch.linalg.svdvals(qa.T @ qb)
+
+
+def _peak(fn):
+    """(result, peak resident-memory increase in bytes or None) of fn() (latentfast's _PeakMeter: VmHWM)."""
+    from latentfast.localbasis.jacobian import _PeakMeter
+
+    with _PeakMeter("cpu") as meter:
+        out = fn()
+    return out, meter.bytes
+
+
+def _pullback_case(tag: str, G, cfg: dict, k: int, device: str, oracle: bool) -> tuple:
+    f = _pullback_f(G)
+    B = cfg["B"]
+    z = G.sample_z(B, torch.Generator().manual_seed(11))
+    with torch.no_grad():
+        w = G.f(z)
+    d_in = w.shape[1]
+    with torch.no_grad():
+        d_out = f(w[:1]).numel()
+    gen = lambda: torch.Generator().manual_seed(7)  # noqa: E731
+    lf_call = lambda ww: latentfast.local_basis(f, ww, k, method="randomized", output_basis=False,  # noqa: E731
+                                                generator=gen())
+    rows, checks, acc = [], {}, {}
+
+    # --- accuracy (before timing)
+    lb, lf_peak = _peak(lambda: lf_call(w))
+    if oracle:  # float64 dense Jacobian (d_in JVPs) and numpy's SVD: the exact answer
+        G64 = __import__("copy").deepcopy(G).double()
+        f64 = _pullback_f(G64)
+        na = min(B, cfg.get("acc_latents", B))
+        sv_err, cos_min = [], []
+        for i in range(na):
+            J = torch.func.jacfwd(lambda v: f64(v[None]).reshape(-1))(w[i].double()).detach()
+            _, S, Vt = np.linalg.svd(J.numpy(), full_matrices=False)
+            sv_err.append(float(np.max(np.abs(lb.singular_values[i].double().numpy() - S[:k]) / S[:k])))
+            cos_min.append(float(_principal_cosines(lb.input_basis[i], torch.from_numpy(Vt[:k].T)).min()))
+        acc["latentfast randomized"] = dict(max_rel_sv_error=max(sv_err), min_principal_cosine=min(cos_min),
+                                            max_principal_angle_deg=math.degrees(math.acos(min(1.0, min(cos_min)))))
+        a = acc["latentfast randomized"]
+        checks[f"{tag}: latentfast randomized k={k}"] = dict(
+            passed=bool(a["max_rel_sv_error"] <= 0.01), rule=f"top-{k} singular values within 1 % of the float64 "
+            f"SVD ({na} latents); principal angles reported", **a)
+        if cfg.get("baseline_accuracy", True):  # the baseline's whole Jacobian once (d_out backward passes)
+            Jb = lowrankgan_official.jacobian(f, w[:1])
+            Vb, Sb = lowrankgan_official.top_directions(Jb, k)
+            J = torch.func.jacfwd(lambda v: f64(v[None]).reshape(-1))(w[0].double()).detach()
+            _, S, Vt = np.linalg.svd(J.numpy(), full_matrices=False)
+            cb = _principal_cosines(Vb, torch.from_numpy(Vt[:k].T)).min().item()
+            acc["baseline"] = dict(max_rel_sv_error=float(np.max(np.abs(Sb.numpy() - S[:k]) / S[:k])),
+                                   min_principal_cosine=cb, latents=1)
+            checks[f"{tag}: baseline"] = dict(passed=bool(acc["baseline"]["max_rel_sv_error"] <= 1e-3),
+                                              rule="float32 dense Jacobian: singular values within 0.1 %",
+                                              **acc["baseline"])
+    else:  # no float64 oracle at this size: a second probe seed must agree to 1 % on the singular values
+        lb2 = latentfast.local_basis(f, w, k, method="randomized", output_basis=False,
+                                     generator=torch.Generator().manual_seed(8))
+        err = float(((lb2.singular_values - lb.singular_values).abs() / lb.singular_values).max())
+        cos = float(min(_principal_cosines(lb.input_basis[i], lb2.input_basis[i]).min() for i in range(B)))
+        acc["latentfast randomized"] = dict(max_rel_sv_difference_between_seeds=err,
+                                            min_principal_cosine_between_seeds=cos)
+        checks[f"{tag}: latentfast randomized k={k}"] = dict(
+            passed=bool(err <= 0.01), rule="no float64 oracle at this size: two probe seeds agree on the top-k "
+            "singular values to 1 %", **acc["latentfast randomized"])
+
+    # --- timing
+    nr = cfg["base_rows"]
+    t = time_calls(lambda: lowrankgan_official.jacobian_rows(f, w[:1], range(nr)), device, 1, warmup=0)
+    _, base_peak = _peak(lambda: lowrankgan_official.jacobian_rows(f, w[:1], range(nr)))
+    t_rows = median(t) / nr
+    Jfake = torch.randn(d_out, d_in)  # eigendecomposition cost at the full size (values do not matter)
+    t_eig = median(time_calls(lambda: lowrankgan_official.top_directions(Jfake, k), "cpu", 1, warmup=0))
+    per_latent = t_rows * d_out + t_eig
+    full_J = d_out * d_in * 4
+    rows.append(dict(row("baseline", "baseline", [per_latent], 1, "s/latent", B), name=f"{tag}: baseline",
+                     note=f"LowRankGAN: one backward pass per output element ({d_out} per latent, timed on {nr} "
+                          f"and extrapolated) + eigh of J^T J ({t_eig:.3g} s, measured at full size)",
+                     peak_memory_bytes=(base_peak or 0) + full_J,
+                     peak_memory_note="measured peak RSS increase over the timed rows + the full float32 J "
+                                      f"({full_J / 2**20:.0f} MiB) the real run stores",
+                     accuracy=acc.get("baseline")))
+    nd = cfg["dense_columns"] if "dense_columns" in cfg else d_in
+    op = latentfast.localbasis.jacobian.linearize(f, w[:1])
+    eye = torch.eye(d_in)[None, :, :nd]
+    t = time_calls(lambda: op.jvp(eye), device, 1, warmup=0)
+    t_dense = median(t) / nd * d_in + t_eig
+    rows.append(dict(row("dense by JVPs", "reference", [t_dense], 1, "s/latent", B),
+                     name=f"{tag}: dense J by {d_in} JVPs (torch.func) + eigh",
+                     note=f"the strongest dense variant: {nd} of {d_in} JVP columns timed, extrapolated"))
+    t = time_calls(lambda: lf_call(w), device, cfg["repeats"], warmup=0)
+    rows.append(dict(row("latentfast", "reference", t, B, "s/latent", B), name=f"{tag}: latentfast randomized k={k}",
+                     backend="torch.func", peak_memory_bytes=lf_peak,
+                     peak_memory_note="measured peak RSS increase of the first (accuracy) call", accuracy=acc.get(
+                         "latentfast randomized")))
+    pairs = {r["name"]: f"{tag}: baseline" for r in rows}
+    shapes = dict(B=B, d_in=d_in, d_out=d_out, k=k, oversample=10, power_iters="default (2)")
+    return rows, checks, pairs, shapes
+
+
+def run_pullback(cfg: dict, device: str) -> dict:
+    from latentfast.models import StyleGAN2Generator
+    from latentfast.models.default import load_default_generator
+
+    k = cfg["k"]
+    rows, checks, pairs, shapes = [], {}, {}, {}
+    G = load_default_generator()
+    r, c, p, sh = _pullback_case("embedded", G, cfg["embedded"], k, device, oracle=True)
+    rows += r; checks.update(c); pairs.update(p); shapes["embedded"] = sh
+    s = cfg["sg2"]
+    torch.manual_seed(3)
+    G2 = StyleGAN2Generator(s["size"], s["w_dim"], 8, channels=s["channels"]).eval().requires_grad_(False)
+    r, c, p, sh = _pullback_case("sg2", G2, s, k, device, oracle=False)
+    rows += r; checks.update(c); pairs.update(p)
+    shapes["sg2"] = dict(sh, size=s["size"], channels=s["channels"], weights="random (timing only)")
+    add_ratios(rows, pairs=pairs)
+    return dict(rows=rows, checks=checks, shapes=shapes, dtype="float32",
+                note="f = LowRankGAN's: the synthesis network at w tiled to every layer, image averaged over RGB")
+
+
+WORKLOADS = {"LB": run_lb, "ITER": run_iter, "SEG": run_seg, "FIT": run_fit, "GRASS": run_grass,
+             "PULLBACK": run_pullback}

@@ -23,7 +23,7 @@ def test_quick_benchmark_writes_results(tmp_path):
                 "load_average_start"):
         assert key in report["provenance"], key
     assert report["provenance"]["torch_threads"] == 1
-    assert set(report["workloads"]) == {"LB", "ITER", "SEG", "FIT", "GRASS"}
+    assert set(report["workloads"]) == {"LB", "ITER", "SEG", "FIT", "GRASS", "PULLBACK"}
     for name, w in report["workloads"].items():
         assert "error" not in w, (name, w.get("error"))
         assert w["shapes"] and w["dtype"] == "float32"
@@ -38,13 +38,13 @@ def test_quick_benchmark_writes_results(tmp_path):
         failed = {c: v for c, v in w["checks"].items() if not v["passed"]}
         assert not failed, (name, failed)
     assert report["all_checks_passed"] is True and rc == 0
-    assert {t["workload"] for t in report["targets"]} == {"LB", "SEG", "FIT", "GRASS"}
+    assert {t["workload"] for t in report["targets"]} == {"LB", "SEG", "FIT", "GRASS", "PULLBACK"}
     for t in report["targets"]:
         assert t["status"] in ("MET", "MISSED", "not measured")
         if t["status"] == "MISSED":
             assert t["missed_by"] > 1
     text = md.read_text()
-    for heading in ("## Targets", "## LB", "## ITER", "## SEG", "## FIT", "## GRASS"):
+    for heading in ("## Targets", "## LB", "## ITER", "## SEG", "## FIT", "## GRASS", "## PULLBACK"):
         assert heading in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -24,8 +24,9 @@ from typing import Callable, Optional
 import torch
 
 from .. import _checks
-from .jacobian import JacobianOperator, linearize, mlp_spec_of
-from .krylov import DEFAULT_MIN_GAP, DEFAULT_TOL, MAX_ITERS, angle_bounds, randomized_svd, rounding_floor
+from .jacobian import JacobianOperator, TangentPlan, default_memory_budget, linearize, mlp_spec_of
+from .krylov import (DEFAULT_MIN_GAP, DEFAULT_TOL, MAX_ITERS, angle_bounds, output_signs, randomized_svd,
+                     rounding_floor)
 
 Tensor = torch.Tensor
 
@@ -37,9 +38,11 @@ class LocalBasis:
     """Local basis of f at B latents (batch dimension dropped when a single (d_in,) latent was given).
 
     points:          (B, d_out) f(z), flattened
-    basis:           (B, d_out, k) U, orthonormal columns, descending singular values
+    basis:           (B, d_out, k) U, orthonormal columns, descending singular values; None with
+                     ``output_basis=False``
     singular_values: (B, k)
-    input_basis:     (B, d_in, k) V, orthonormal columns; J v_i = s_i u_i
+    input_basis:     (B, d_in, k) V, orthonormal columns; J v_i = s_i u_i; (B, num_ws, w_dim, k) when z was
+                     given in W+ layout (B, num_ws, w_dim)
     residual:        (B,) ||J - U S V^T||_2: exactly sigma_{k+1} (0 at full rank) for ``exact``; for
                      ``randomized`` the sketch's estimate of sigma_{k+1} (a lower bound, tight once converged)
     method:          "exact" or "randomized", what actually ran
@@ -53,7 +56,7 @@ class LocalBasis:
     """
 
     points: Tensor
-    basis: Tensor
+    basis: Optional[Tensor]
     singular_values: Tensor
     input_basis: Tensor
     residual: Tensor
@@ -65,7 +68,7 @@ class LocalBasis:
 
     @property
     def k(self) -> int:
-        return self.basis.shape[-1]
+        return self.singular_values.shape[-1]
 
 
 def fix_signs(U: Tensor, V: Tensor):
@@ -79,7 +82,7 @@ def fix_signs(U: Tensor, V: Tensor):
 def _validate_z(z) -> tuple[Tensor, bool]:
     z = _checks.as_tensor("z", z)
     _checks.check_floating("z", z)
-    _checks.check_ndim("z", z, (1, 2), "(B, d_in) or (d_in,)")
+    _checks.check_ndim("z", z, (1, 2, 3), "(B, d_in), (d_in,) or W+ (B, num_ws, w_dim)")
     single = z.dim() == 1
     if single:
         z = z.unsqueeze(0)
@@ -90,16 +93,25 @@ def _validate_z(z) -> tuple[Tensor, bool]:
     return z, single
 
 
-def _exact(op: JacobianOperator, k: int):
+def _exact(op: JacobianOperator, k: int, output_basis: bool = True):
     J = op.dense()
-    U, S, Vh = torch.linalg.svd(J, full_matrices=False)
+    if not output_basis and op.d_out > op.d_in:  # J = Q R: V and S from R (d_in x d_in), Q never formed
+        R = torch.linalg.qr(J, mode="r")[1]
+        _, S, Vh = torch.linalg.svd(R, full_matrices=False)
+        V = Vh[:, :k, :].transpose(1, 2)
+        U = output_signs(J, V)  # only the signs of U = J V / S
+    else:
+        U, S, Vh = torch.linalg.svd(J, full_matrices=False)
+        U, V = U[:, :, :k], Vh[:, :k, :].transpose(1, 2)
+        if not output_basis:  # U is small here (d_out <= d_in); hand back only its signs, like the QR route
+            U = output_signs(U, torch.eye(k, dtype=U.dtype, device=U.device).expand(U.shape[0], k, k))
     kmax = S.shape[-1]
     residual = S[:, k] if k < kmax else torch.zeros_like(S[:, 0])
     # LAPACK's SVD is backward stable: exact for J + E, ||E|| ~ eps ||J||; the bound is that rounding over the gaps
     s = torch.cat([S, torch.zeros_like(S[:, :1])], 1)[:, :k + 1].double()
     rho = rounding_floor(s[:, :1], J.dtype).expand_as(s)
     bound = angle_bounds(s, rho, k).to(J.dtype)
-    return U[:, :, :k], S[:, :k], Vh[:, :k, :].transpose(1, 2), residual, bound, 0, min(op.d_in, op.d_out)
+    return U, S[:, :k], V, residual, bound, 0, min(op.d_in, op.d_out)
 
 
 def _chunk_budget(device: torch.device) -> int:
@@ -115,13 +127,16 @@ def local_basis(f: Callable[[Tensor], Tensor], z, k: Optional[int] = None, metho
                 oversample: int = 10, power_iters: Optional[int] = None, tol: Optional[float] = None,
                 max_iters: Optional[int] = None, min_gap: float = DEFAULT_MIN_GAP,
                 chunk_size: Optional[int] = None, generator: Optional[torch.Generator] = None,
-                backend: str = "auto") -> LocalBasis:
+                backend: str = "auto", max_memory: Optional[int] = None,
+                output_basis: bool = True) -> LocalBasis:
     """Local basis of ``f`` at ``z``.
 
     f: callable (B, d_in) -> (B, ...), rows independent (output flattened to d_out); an :class:`MLPSpec` or a
        module with ``mlp_spec()`` (latentfast's mapping networks) takes the fused MLP path, anything else
        goes through torch.func.
-    z: (B, d_in) or (d_in,) floating tensor, finite, B >= 1.
+    z: (B, d_in) or (d_in,) floating tensor, finite, B >= 1; or W+ latents (B, num_ws, w_dim), which f takes
+       in that layout (d_in = num_ws * w_dim, flattened inside; ``input_basis`` comes back (B, num_ws, w_dim,
+       k)).  One W+ latent is (1, num_ws, w_dim).
     k: number of directions, 1 <= k <= min(d_in, d_out); None = all (exact).
     method: "exact", "randomized" (needs k), or "auto" (randomized when k + oversample <= min(d_in, d_out) / 4
        and the problem is large enough for it to pay, exact otherwise).
@@ -133,9 +148,25 @@ def local_basis(f: Callable[[Tensor], Tensor], z, k: Optional[int] = None, metho
        an eighth of the memory on a GPU).
     generator: torch.Generator for the random probes (reproducible results).
     backend: for MLP-shaped f, the mlp_jvp backend ("auto", "triton", "reference"); ignored otherwise.
+    max_memory: bytes of working memory one torch.func tangent pass may allocate: the r tangents (cotangents)
+       of a chunk of latents go through f in as many passes as that needs, at least one tangent each (see
+       :class:`~latentfast.localbasis.jacobian.FuncOperator`).  Default: half the free memory of a CUDA
+       device, a quarter of the available RAM on the CPU.  Ignored on the fused MLP path.
+    output_basis: False returns only V, the singular values and the residual (``basis`` is None): the
+       eigenvectors of the pullback metric J^T J = V S^2 V^T, without ever storing U (B, d_out, k) — what an
+       image-space Jacobian needs (d_out = 3 H W).  Same V, S and sign convention as with True.
     Raises ValueError/TypeError naming the argument on bad shapes, dtypes, NaN/Inf, k out of range.
     """
     z, single = _validate_z(z)
+    latent_shape = None
+    if z.dim() == 3 and mlp_spec_of(f) is not None:
+        raise ValueError(f"z: expected shape (B, d_in) for an MLP f, got shape {tuple(z.shape)} (W+ latents "
+                         f"(B, num_ws, w_dim) need an f that takes them, e.g. G.synthesis_f('wplus'))")
+    if z.dim() == 3:  # W+ latents: f takes (B, num_ws, w_dim); the operator sees them flattened
+        latent_shape = tuple(z.shape[1:])
+        f_wplus = f
+        f = lambda flat: f_wplus(flat.reshape(flat.shape[0], *latent_shape))  # noqa: E731
+        z = z.reshape(z.shape[0], -1)
     _checks.check_choice("method", method, METHODS)
     oversample = _checks.check_int("oversample", oversample, low=0)
     if power_iters is not None:
@@ -143,6 +174,11 @@ def local_basis(f: Callable[[Tensor], Tensor], z, k: Optional[int] = None, metho
     tol = DEFAULT_TOL if tol is None else _checks.as_float("tol", tol, positive=True)
     max_iters = MAX_ITERS if max_iters is None else _checks.check_int("max_iters", max_iters, low=0)
     min_gap = _checks.as_float("min_gap", min_gap, low=0.0)
+    if max_memory is not None:
+        max_memory = _checks.check_int("max_memory", max_memory, low=1)
+    else:
+        max_memory = default_memory_budget(z.device)
+    plan = TangentPlan(max_memory)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
 
@@ -153,7 +189,7 @@ def local_basis(f: Callable[[Tensor], Tensor], z, k: Optional[int] = None, metho
         raise ValueError(f"z: expected width d_in = {spec.d_in} for this MLP, got shape {tuple(z.shape)}")
     def lin(s, e):  # f's output enters here: checked in jacobian.linearize
         try:
-            return linearize(f, z[s:e], backend, row_offset=s)
+            return linearize(f, z[s:e], backend, row_offset=s, plan=plan)
         except RuntimeError as exc:  # typically a shape or dtype mismatch inside f
             raise ValueError(f"z: f could not be applied to latents of shape {tuple(z[s:e].shape)} "
                              f"({z.dtype}): {exc}") from exc
@@ -182,16 +218,24 @@ def local_basis(f: Callable[[Tensor], Tensor], z, k: Optional[int] = None, metho
     for s in range(0, z.shape[0], chunk_size):
         op = first if (s == 0 and z.shape[0] == 1) else lin(s, s + chunk_size)
         if method == "exact":
-            U, S, V, res, bound, iters, cols = _exact(op, k)
+            U, S, V, res, bound, iters, cols = _exact(op, k, output_basis)
         else:
-            kr = randomized_svd(op, k, oversample, power_iters, tol, max_iters, min_gap, generator)
+            kr = randomized_svd(op, k, oversample, power_iters, tol, max_iters, min_gap, generator, output_basis)
             U, S, V, res, bound, iters, cols = kr.U, kr.S, kr.V, kr.residual, kr.angle_bound, kr.iterations, kr.columns
-        U, V = fix_signs(U, V)
+        if output_basis:
+            U, V = fix_signs(U, V)
+            U = U.to(z.dtype)
+        else:  # U holds the (B, 1, k) signs of the columns of U
+            U, V = None, V * U
         n = op.points.shape[0]
         count = lambda v: torch.full((n,), v, dtype=torch.int64, device=z.device)  # noqa: E731
-        outs.append((op.points, *(t.to(z.dtype) for t in (U, S, V, res)), bound.to(z.dtype), bound <= tol,
+        outs.append((op.points, U, *(t.to(z.dtype) for t in (S, V, res)), bound.to(z.dtype), bound <= tol,
                      count(iters), count(cols)))
-    points, U, S, V, res, bound, conv, iters, cols = (torch.cat(parts) for parts in zip(*outs))
+    points, U, S, V, res, bound, conv, iters, cols = (None if parts[0] is None else torch.cat(parts)
+                                                      for parts in zip(*outs))
+    if latent_shape is not None:
+        V = V.reshape(V.shape[0], *latent_shape, V.shape[-1])
     if single:
-        points, U, S, V, res, bound, conv, iters, cols = (t[0] for t in (points, U, S, V, res, bound, conv, iters, cols))
+        points, S, V, res, bound, conv, iters, cols = (t[0] for t in (points, S, V, res, bound, conv, iters, cols))
+        U = None if U is None else U[0]
     return LocalBasis(points, U, S, V, res, method, bound, conv, iters, cols)

@@ -99,9 +99,26 @@ def _residuals(K: Tensor, W: Tensor, Y: Tensor, Rk: Tensor, s: Tensor, P: Option
     return (r.square() + t.square()).sqrt()
 
 
+def output_signs(A: Tensor, M: Tensor, rows: int = 4096) -> Tensor:
+    """(B, 1, k) sign of the largest-magnitude entry of each column of A @ M (A (B, n, m), M (B, m, k)), the
+    first on ties, without forming the (B, n, k) product: row blocks of ``rows``."""
+    best = sign = None
+    for s in range(0, A.shape[1], rows):
+        blk = A[:, s:s + rows] @ M
+        idx = blk.abs().argmax(dim=1, keepdim=True)
+        val = blk.gather(1, idx)
+        if best is None:
+            best, sign = val.abs(), torch.sign(val)
+        else:
+            take = val.abs() > best
+            best, sign = torch.where(take, val.abs(), best), torch.where(take, torch.sign(val), sign)
+    return torch.where(sign == 0, torch.ones_like(sign), sign)
+
+
 def randomized_svd(op, k: int, oversample: int, power_iters: Optional[int], tol: float, max_iters: int,
-                   min_gap: float, generator: Optional[torch.Generator]) -> KrylovResult:
-    """Top-k singular triplets of the operator ``op`` (jvp/vjp/points/d_in/d_out/dtype), see the module docstring."""
+                   min_gap: float, generator: Optional[torch.Generator], output_basis: bool = True) -> KrylovResult:
+    """Top-k singular triplets of the operator ``op`` (jvp/vjp/points/d_in/d_out/dtype), see the module docstring.
+    ``output_basis=False``: ``U`` holds only the (B, 1, k) signs of U's columns (see :func:`output_signs`)."""
     B = op.points.shape[0]
     kmax = min(op.d_in, op.d_out)
     r = min(k + oversample, kmax)
@@ -144,7 +161,7 @@ def randomized_svd(op, k: int, oversample: int, power_iters: Optional[int], tol:
     if c == k:  # k = min(d_in, d_out): nothing below
         s, rho = torch.cat([s, torch.zeros_like(s[:, :1])], 1), torch.cat([rho, torch.zeros_like(rho[:, :1])], 1)
     bound = angle_bounds(s, rho, k)
-    U = K @ Rk[:, :, :k]
+    U = K @ Rk[:, :, :k] if output_basis else output_signs(K, Rk[:, :, :k])
     residual = S[:, k] if k < m else torch.zeros_like(S[:, 0])
     return KrylovResult(U, S[:, :k], P[:, :, :k], residual, bound.to(dt), q, columns)
 

@@ -295,7 +295,9 @@ class SynthesisNetwork(nn.Module):
         self.channels = {r: int(channels[r]) for r in self.resolutions}
 
     def forward(self, ws: Tensor, noise_mode: str = "const",
-                noise_generator: Optional[torch.Generator] = None) -> Tensor:
+                noise_generator: Optional[torch.Generator] = None, features_at: Optional[int] = None) -> Tensor:
+        """Images (B, img_channels, size, size); with ``features_at`` = a resolution, the feature map after that
+        block's convolutions instead (B, channels[res], res, res), the later blocks skipped."""
         ws = check_floating("ws", as_tensor("ws", ws))
         check_ndim("ws", ws, 3, f"(B, {self.num_ws}, {self.w_dim})")
         if tuple(ws.shape[1:]) != (self.num_ws, self.w_dim):
@@ -312,6 +314,8 @@ class SynthesisNetwork(nn.Module):
                 i += 1
             x = blk.conv1(x, ws[:, i], noise_mode, noise_generator)
             i += 1
+            if blk.resolution == features_at:
+                return x
             y = blk.torgb(x, ws[:, i])
             img = y if img is None else upsample2x(img, blk.kernel) + y
         return img
@@ -433,3 +437,62 @@ class StyleGAN2Generator(StyleMappingMixin, nn.Module, Generator):
         """z (B, z_dim) -> images (B, 3, size, size), unclamped; ``c``: the class of a conditional generator."""
         ws = self.mapping_ws(z, c, truncation, truncation_cutoff)
         return self.synthesis(ws, noise_mode, noise_generator)
+
+    # -- sub-networks for local_basis (image- and feature-space Jacobians) ---------------------------------------
+    def synthesis_f(self, input: str = "w", layers=None, output: str = "image", resize: Optional[int] = None,
+                    noise_mode: str = "const"):
+        """A callable f for :func:`~latentfast.local_basis`: the synthesis network seen from W or W+.
+
+        input:  "w"     f(w (B, w_dim)): w broadcast to every layer (the image w.r.t. W);
+                "wplus" f(ws (B, num_ws, w_dim)): one latent per layer (pass W+ latents to local_basis).
+        layers: None (all), or a range / slice / sequence of W+ layer indices: only those layers carry the
+                tangent (the others see the same value, detached), so J is restricted to them; with "wplus"
+                the other layers' rows of the input basis come out zero (same (num_ws, w_dim) layout).
+        output: "image" (the unclamped network output, (B, 3, size, size)), or "features:<res>" (the feature
+                map after the block at resolution res, (B, channels[res], res, res); later blocks skipped).
+        resize: an output side length dividing the output's, averaged down in res/resize blocks (e.g. 256 for
+                a 1024 image: 16x fewer rows of J), None = as is.
+        Raises ValueError naming the argument for an unknown input/output, a layer out of range, a bad resize.
+        """
+        check_choice("input", input, ["w", "wplus"])
+        mask = torch.zeros(self.num_ws, dtype=torch.bool)
+        if layers is None:
+            mask[:] = True
+        else:
+            idx = list(range(self.num_ws))[layers] if isinstance(layers, slice) else list(layers)
+            bad = [i for i in idx if not isinstance(i, int) or not 0 <= i < self.num_ws]
+            if bad or not idx:
+                raise ValueError(f"layers: expected a non-empty range/slice/sequence of W+ layer indices in "
+                                 f"[0, {self.num_ws}), got {layers!r}")
+            mask[idx] = True
+        features_at = None
+        if output != "image":
+            res = output.split(":", 1)[1] if output.startswith("features:") else ""
+            if not res.isdigit() or int(res) not in self.synthesis.resolutions:
+                raise ValueError(f"output: expected 'image' or 'features:<res>' with res in "
+                                 f"{self.synthesis.resolutions}, got {output!r}")
+            features_at = int(res)
+        side = features_at or self.size
+        if resize is not None:
+            resize = check_int("resize", resize, low=1)
+            if side % resize:
+                raise ValueError(f"resize: expected a side length dividing the output's {side}, got {resize}")
+        check_choice("noise_mode", noise_mode, ["const", "none"])  # "random" would make f(z) change per call
+        synthesis, num_ws, w_dim = self.synthesis, self.num_ws, self.w_dim
+        partial = not bool(mask.all())
+
+        def f(latent: Tensor) -> Tensor:
+            if input == "w":
+                latent = check_latent("w", latent, w_dim, what="w")
+                ws = latent.unsqueeze(1).expand(-1, num_ws, -1)
+            else:
+                ws = latent
+            if partial:  # tangents flow only into the chosen layers
+                m = mask.to(ws.device)[None, :, None]
+                ws = torch.where(m, ws, ws.detach())
+            y = synthesis(ws, noise_mode, features_at=features_at)
+            if resize is not None and resize != side:
+                y = F.avg_pool2d(y, side // resize)
+            return y
+
+        return f

@@ -110,3 +110,28 @@ def test_info_lists_backends(capsys):
     assert cli.main(["info"]) == 0
     out = capsys.readouterr().out
     assert "segment_assign" in out and "mlp_jvp" in out and "reference" in out
+
+
+@pytest.mark.parametrize("space,layers,d", [("image", None, 32), ("wplus", "2:4", 6 * 32)], ids=["image", "wplus"])
+def test_basis_space_writes_input_directions_and_edit_pictures(tmp_path, tiny_generator, space, layers, d):
+    out = tmp_path / "basis"
+    argv = ["basis", "--num", "1", "-k", "3", "--space", space, "--out", str(out), "--quiet"]
+    assert cli.main(argv + (["--layers", layers] if layers else [])) == 0
+    v = np.load(out / "latent000_002.npy")
+    assert v.shape == (d,) and abs(np.linalg.norm(v) - 1) < 1e-5
+    if space == "wplus":  # only layers 2-3 carry the edit
+        rows = v.reshape(6, 32)
+        assert np.abs(rows[[0, 1, 4, 5]]).max() == 0 and np.abs(rows[2:4]).max() > 0
+    assert (out / "latent000_edits.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    meta = json.loads((out / "basis.json").read_text())
+    assert meta["space"] == space and len(meta["singular_values"][0]) == 3
+
+
+@pytest.mark.parametrize("extra,words", [(["--layers", "2-4", "--space", "wplus"], ["--layers", "2-4"]),
+                                         (["--layers", "2:4"], ["--layers", "space"])], ids=["syntax", "space-w"])
+def test_basis_space_bad_layers_is_one_line(tmp_path, tiny_generator, capsys, extra, words):
+    assert cli.main(["basis", "--num", "1", "-k", "2", "--out", str(tmp_path / "b")] + extra) == 2
+    err = capsys.readouterr().err
+    for w in words:
+        assert w in err
+    assert not (tmp_path / "b").exists()
