@@ -37,6 +37,17 @@ __attribute__((always_inline)) inline int64_t group_body(const T* base, int64_t 
         for (int l = 0; l < L; ++l) a[l] += xr[i][l] * xr[j][l];
       }
   }
+  // Scale each lane by a power of two (exact) so that its largest diagonal entry is in [1, 2): no overflow in
+  // d^2 + 4 b^2 below, whatever the panels' magnitude; undone on the eigenvalues.
+  int ex[L];
+  for (int l = 0; l < L; ++l) {
+    double mx = 0.0;
+    for (int64_t i = 0; i < k; ++i) mx = std::max(mx, at_(i, i)[l]);
+    ex[l] = mx > 0.0 && std::isfinite(mx) ? std::ilogb(mx) : 0;
+  }
+  for (int64_t i = 0; i < k; ++i)
+    for (int64_t j = i; j < k; ++j)
+      for (int l = 0; l < L; ++l) at_(i, j)[l] = std::ldexp(at_(i, j)[l], -ex[l]);
   int64_t sweep = 0;
   for (;; ++sweep) {
     double off[L], tr[L];
@@ -67,12 +78,13 @@ __attribute__((always_inline)) inline int64_t group_body(const T* base, int64_t 
 #pragma omp simd
         for (int l = 0; l < L; ++l) {
           const double b = apq[l];
-          const bool rot = b != 0.0;
-          const double theta = (aqq[l] - app[l]) / (rot ? 2.0 * b : 1.0);
-          const double at = std::abs(theta);
-          // t = tan of the rotation, the smaller root; 1 / (2 theta) where theta^2 would overflow
-          double t = at > 1e150 ? 0.5 / at : 1.0 / (at + std::sqrt(theta * theta + 1.0));
-          t = theta < 0.0 ? -t : t;
+          // entries below 1e-150 of the (scaled, ~1) diagonal are zero at double precision: no rotation
+          const bool rot = std::abs(b) > 1e-150;
+          const double d = aqq[l] - app[l];
+          // t = tan of the rotation, the root of t^2 + (d / b) t - 1 = 0 of smaller magnitude (Rutishauser's
+          // form: one division and one square root)
+          double t = (2.0 * b) / (std::abs(d) + std::sqrt(d * d + 4.0 * b * b));
+          t = d < 0.0 ? -t : t;
           t = rot ? t : 0.0;
           const double cc = 1.0 / std::sqrt(t * t + 1.0);
           c[l] = cc;
@@ -96,7 +108,7 @@ __attribute__((always_inline)) inline int64_t group_body(const T* base, int64_t 
   }
   double ev[kGramEigMaxK];
   for (int l = 0; l < n; ++l) {
-    for (int64_t i = 0; i < k; ++i) ev[i] = at_(i, i)[l];
+    for (int64_t i = 0; i < k; ++i) ev[i] = std::ldexp(at_(i, i)[l], ex[l]);
     std::sort(ev, ev + k);
     for (int64_t i = 0; i < k; ++i) out[l * k + i] = ev[i];
   }
