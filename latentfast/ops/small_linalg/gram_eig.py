@@ -46,10 +46,13 @@ def _native_why_not(M: Tensor) -> List[str]:
 
 
 def _native(M: Tensor) -> Tensor:
-    k = M.shape[-1]
-    flat = M.reshape(-1, M.shape[-2], k)  # a view for the usual (batched, permuted) GEMM outputs
-    out = torch.empty(flat.shape[0], k, dtype=torch.float64)
-    sweeps = native_module().gram_eigvalsh_cpu_out(flat, TOL, MAX_SWEEPS, out)
+    m, k = M.shape[-2:]
+    # the kernel takes any strides of (N, m, k): run it per leading index instead of copying a permuted view
+    # (pairwise_grassmann's (rows, cols, k, k) block of a GEMM output cannot be flattened without a copy)
+    stack = M.reshape(1, 1, m, k) if M.dim() == 2 else M.reshape(-1, *M.shape[-3:])
+    out = torch.empty(*stack.shape[:2], k, dtype=torch.float64)
+    sweeps = max(native_module().gram_eigvalsh_cpu_out(stack[i], TOL, MAX_SWEEPS, out[i])
+                 for i in range(stack.shape[0]))
     if sweeps > MAX_SWEEPS:  # never seen; the reference is always right
         return reference(M)
     return out.view(*M.shape[:-2], k)
