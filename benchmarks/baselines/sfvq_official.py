@@ -98,3 +98,39 @@ class Trainer:
         self.used[selected] += 1
         self.used[selected + 1] += 1
         return loss.item()
+
+
+def _extend(codebook: torch.Tensor, eps: float = 0.01) -> torch.Tensor:
+    """The authors' codebook extension (doubling): every vertex gets a twin eps of the way along a neighbouring
+    segment, toward the next vertex in the first half of the curve and toward the previous one in the second."""
+    c = codebook.detach()
+    m = c.shape[0]
+    rows = []
+    for i in range(m):
+        if i < m // 2:
+            rows += [c[i], c[i] + eps * (c[i + 1] - c[i])]
+        else:
+            rows += [c[i] - eps * (c[i] - c[i - 1]), c[i]]
+    return torch.stack(rows)
+
+
+def train_recipe(latents: torch.Tensor, num_vertices: int, epochs: int = 1, batch: int = 64, lr: float = 1e-3):
+    """train.py's whole loop: quartile-mean start (4 vertices), doubling stages up to ``num_vertices`` (a power
+    of two), a fresh Adam and MultiStepLR(milestones=[int(.6 E), int(.8 E)], gamma=.5) per stage, ``epochs``
+    epochs of :meth:`Trainer.step` over the latents in order (remainder batch dropped).  Returns the codebook."""
+    n = latents.shape[0]
+    order = torch.sort(torch.linalg.vector_norm(latents, dim=1), stable=True).indices
+    hop = n // 4
+    codebook = latents[order[: 4 * hop]].reshape(4, hop, -1).mean(dim=1)
+    while True:
+        tr = Trainer(codebook, lr=lr)
+        sched = torch.optim.lr_scheduler.MultiStepLR(tr.optimizer, milestones=[int(epochs * .6), int(epochs * .8)],
+                                                     gamma=0.5)
+        for _ in range(epochs):
+            for b in range(n // batch):
+                tr.step(latents[b * batch:(b + 1) * batch])
+            sched.step()
+        codebook = tr.codebook.detach()
+        if codebook.shape[0] >= num_vertices:
+            return codebook
+        codebook = _extend(codebook)

@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 
 from .. import _checks
+from ..ops.small_linalg import gram_eig
 from ..ops.small_linalg._threads import single_threaded
 
 Tensor = torch.Tensor
@@ -49,12 +50,20 @@ def _to_compute(A: Tensor) -> Tensor:
         return torch.linalg.qr(A.to(compute)).Q
 
 
+def _singular_values(M: Tensor) -> Tensor:
+    """Singular values, ascending, of a batch M (..., m, k): the native batched Jacobi on the float64 Gram matrix
+    where the extension serves (absolute error ~1e-8 |M|, relative ~1e-15 when all are small), else svdvals."""
+    if not gram_eig.OP.backends["native"].why_not(M):
+        return gram_eig.gram_eigvalsh(M, backend="native").clamp_min(0.0).sqrt().to(M.dtype)
+    with single_threaded(M):
+        return torch.linalg.svdvals(M).flip(-1)
+
+
 def principal_angles(A: Tensor, B: Tensor) -> Tensor:
     """Principal angles (..., k), ascending, between orthonormal bases A, B (..., n, k) (not validated)."""
     M = A.transpose(-1, -2) @ B
-    with single_threaded(M):
-        cos = torch.linalg.svdvals(M).clamp(0.0, 1.0)  # descending  -> angles ascending
-        sin = torch.linalg.svdvals(B - A @ M).clamp(0.0, 1.0).flip(-1)  # ascending after the flip
+    cos = _singular_values(M).clamp(0.0, 1.0).flip(-1)  # descending -> angles ascending
+    sin = _singular_values(B - A @ M).clamp(0.0, 1.0)  # ascending
     return torch.atan2(sin, cos)
 
 
@@ -87,9 +96,9 @@ def grassmann_distance(A, B, metric: str = "geodesic") -> Tensor:
 def _cosines(M: Tensor, method: str = "auto") -> Tensor:
     """Singular values, ascending, of a batch of small float64 matrices M (..., k, k): the cosines.
 
-    "eigvalsh" (the CPU's choice): cos^2 = eigenvalues of M^T M; a symmetric eigenproblem runs ~1.7x faster
-    than svdvals on many tiny matrices (LAPACK's per-matrix loop is the whole cost); float64 keeps cos accurate
-    to ~1e-8 near pi/2, and small angles, where squaring loses them, are refined by the caller.
+    "eigvalsh" (the CPU's choice): cos^2 = eigenvalues of M^T M (:func:`gram_eigvalsh`: the native batched
+    Jacobi, or torch's eigvalsh without the extension); float64 keeps cos accurate to ~1e-8 near pi/2, and small
+    angles, where squaring loses them, are refined by the caller.  M may be float32 (converted inside).
     "jacobi" (the GPU's choice): the batched one-sided Jacobi SVD, memory O(batch k^2) — torch's batched
     eigvalsh on CUDA asked for a 91 GiB workspace for 167,000 10 x 10 matrices (H100, torch 2.11).
     """
@@ -102,8 +111,7 @@ def _cosines(M: Tensor, method: str = "auto") -> Tensor:
         flat = M.reshape(-1, k, k)
         s = jacobi_svd(flat)[1] if flat.shape[0] else flat.new_zeros(0, k)
         return s.view(M.shape[:-1]).clamp(0.0, 1.0).flip(-1)
-    with single_threaded(M):
-        return torch.linalg.eigvalsh(M.transpose(-1, -2) @ M).clamp(0.0, 1.0).sqrt()
+    return gram_eig.gram_eigvalsh(M).clamp(0.0, 1.0).sqrt()
 
 
 def pairwise_grassmann(bases, metric: str = "geodesic", *, chunk_size: Optional[int] = None) -> Tensor:
@@ -129,7 +137,9 @@ def pairwise_grassmann(bases, metric: str = "geodesic", *, chunk_size: Optional[
         e = min(P, s + chunk_size)
         # only pairs (i, j) with j > i: compute columns from s on, then mirror
         G = flat[s * k:e * k] @ flat[s * k:].T  # ((e-s) k, (P-s) k)
-        M = G.view(e - s, k, P - s, k).permute(0, 2, 1, 3).to(torch.float64)  # (e-s, P-s, k, k)
+        M = G.view(e - s, k, P - s, k).permute(0, 2, 1, 3)  # (e-s, P-s, k, k), a view
+        if M.is_cuda:
+            M = M.to(torch.float64)
         theta = torch.arccos(_cosines(M)).flip(-1).to(X.dtype)  # ascending angles
         # When every angle is small the distance itself is small and arccos's absolute error (~sqrt(eps of the
         # inputs)) would be a large relative error: recompute those pairs.  A tiny angle beside a large one

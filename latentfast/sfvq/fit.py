@@ -58,8 +58,8 @@ from typing import List, Optional, Tuple
 import torch
 
 from .. import _checks, _io
-from ..ops.segment_assign import nearest_point
-from . import _files
+from ..ops.segment_assign import nearest_point, segment_assign
+from . import _fast_step, _files
 from . import checkpoint as _ckpt
 from ._data import Latents, group_means, ldexp, unscale_sq
 from .distributed import Comm, split
@@ -270,7 +270,15 @@ def train_step(vertices: Tensor, optimizer: torch.optim.Optimizer, x: Tensor, la
     vertices (M, D) leaf tensor optimised by ``optimizer``; x (B, D) batch; lam (M - 1,) dither in [0, 1).
     Dithered points c_j + lam_j (c_{j+1} - c_j), nearest one per row of x (``nearest_point`` with ``backend``),
     MSE to it, backward, optimizer step.  Returns (loss (detached scalar), idx (B,) int64 segment indices).
+
+    On CPU with the native extension, for the optimizer fit_sfvq makes (``torch.optim.Adam(fused=True)`` over
+    the vertices alone), backend "auto"/"native", no chunk_size and no torch.distributed process group, the
+    whole step runs in one native call (latentfast/sfvq/_fast_step.py): the same assignments and Adam
+    arithmetic, the loss summed in float64, and ``vertices.grad`` left None (no dense gradient is formed).
+    Otherwise: autograd, with the dense vertex gradient in ``vertices.grad`` before ``optimizer.step()``.
     """
+    if chunk_size is None and not _fast_step.fast_step_why_not(vertices, optimizer, x, lam, backend):
+        return _fast_step.fast_step(vertices, optimizer, x, lam)
     # decode(j + lambda_j): floor is j itself because 0 <= lambda < 1
     a = vertices[:-1]
     dithered = a + lam.unsqueeze(1) * (vertices[1:] - a)

@@ -1,0 +1,404 @@
+// One SFVQ training step on CPU; see sfvq_step.h for the contract and the arithmetic it reproduces.
+#include "sfvq_step/sfvq_step.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace latentfast {
+namespace {
+
+constexpr int64_t kMaxK = 8;
+constexpr int64_t kBlockRows = 512;  // rows per GEMM block: the (rows x M) block stays in the last-level cache
+constexpr int64_t kChunk = 64;       // dithered points per chunk of the cheap-distance scan
+
+// The K smallest (value, index) pairs seen so far, ascending; equal values keep the lower index first.
+struct TopK {
+  double v[kMaxK];
+  int64_t i[kMaxK];
+  int64_t K;
+  void reset(int64_t k) {
+    K = k;
+    for (int64_t s = 0; s < K; ++s) {
+      v[s] = std::numeric_limits<double>::infinity();
+      i[s] = s;
+    }
+  }
+  void insert(double val, int64_t idx) {
+    int64_t s = K - 1;
+    while (s > 0 && val < v[s - 1]) {
+      v[s] = v[s - 1];
+      i[s] = i[s - 1];
+      --s;
+    }
+    v[s] = val;
+    i[s] = idx;
+  }
+};
+
+// Adam constants in the parameter dtype, as torch's fused CPU kernel rounds them.
+template <typename T>
+struct AdamConsts {
+  T w, coeff;         // lerp weight 1 - beta1; the FMA's coefficient (w, or w - 1 when w >= 0.5)
+  bool small;         // w < 0.5: lerp from exp_avg, else from the gradient
+  T beta2, c2, neg_step, bc2s, eps;
+  int64_t tail_start; // flat index where torch's vector loop ends and its scalar tail (no FMA) begins
+};
+
+// torch's vector body for one element: lerp as one FMA, then the second moment, denominator and step.
+template <typename T>
+__attribute__((always_inline)) inline void adam_vec(T& p, T& m, T& v, T g, const AdamConsts<T>& k) {
+  const T base = k.small ? m : g;
+  const T mq = std::fma(k.coeff, g - m, base);
+  const T vq = std::fma(k.c2 * g, g, v * k.beta2);  // torch's build contracts v b2 + (c2 g) g to this FMA
+  m = mq;
+  v = vq;
+  const T den = std::sqrt(vq) / k.bc2s + k.eps;
+  p = p + k.neg_step * mq / den;
+}
+
+// torch's scalar tail for one element (lerp without FMA).
+template <typename T>
+inline void adam_tail(T& p, T& m, T& v, T g, const AdamConsts<T>& k) {
+  const T mq = k.small ? m + k.w * (g - m) : g - (g - m) * (T(1) - k.w);
+  const T vq = v * k.beta2 + k.c2 * g * g;
+  m = mq;
+  v = vq;
+  const T den = std::sqrt(vq) / k.bc2s + k.eps;
+  p = p + k.neg_step * mq / den;
+}
+
+// One row of D elements starting at flat index e0; g == nullptr means a zero gradient (the common row).
+template <typename T>
+__attribute__((always_inline)) inline void adam_row_body(T* p, T* m, T* v, const T* g, int64_t D, int64_t e0,
+                                                         const AdamConsts<T>& k) {
+  const int64_t qt = std::clamp<int64_t>(k.tail_start - e0, 0, D);
+  if (g) {
+#pragma omp simd
+    for (int64_t q = 0; q < qt; ++q) adam_vec(p[q], m[q], v[q], g[q], k);
+    for (int64_t q = qt; q < D; ++q) adam_tail(p[q], m[q], v[q], g[q], k);
+  } else {
+#pragma omp simd
+    for (int64_t q = 0; q < qt; ++q) adam_vec(p[q], m[q], v[q], T(0), k);
+    for (int64_t q = qt; q < D; ++q) adam_tail(p[q], m[q], v[q], T(0), k);
+  }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define LATENTFAST_HAVE_FMA_CLONE 1
+__attribute__((target("avx2,fma"))) void adam_row_fma(float* p, float* m, float* v, const float* g, int64_t D,
+                                                       int64_t e0, const AdamConsts<float>& k) {
+  adam_row_body(p, m, v, g, D, e0, k);
+}
+__attribute__((target("avx2,fma"))) void adam_row_fma(double* p, double* m, double* v, const double* g,
+                                                       int64_t D, int64_t e0, const AdamConsts<double>& k) {
+  adam_row_body(p, m, v, g, D, e0, k);
+}
+#endif
+
+template <typename T>
+void adam_row(T* p, T* m, T* v, const T* g, int64_t D, int64_t e0, const AdamConsts<T>& k, bool fma_isa) {
+#ifdef LATENTFAST_HAVE_FMA_CLONE
+  if (fma_isa) return adam_row_fma(p, m, v, g, D, e0, k);
+#endif
+  adam_row_body(p, m, v, g, D, e0, k);  // std::fma stays exact without the ISA (a library call)
+}
+
+bool cpu_has_fma() {
+#ifdef LATENTFAST_HAVE_FMA_CLONE
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+#else
+  return false;
+#endif
+}
+
+// Dithered point j into out (the forward's a + lam (b - a), in T).
+template <typename T>
+inline void dithered(const T* V, const T* lam, int64_t j, int64_t D, T* out) {
+  const T* a = V + j * D;
+  const T* b = a + D;
+  const T l = lam[j];
+#pragma omp simd
+  for (int64_t q = 0; q < D; ++q) out[q] = a[q] + l * (b[q] - a[q]);
+}
+
+template <typename T>
+inline double sq_dist(const double* x64, const T* p, int64_t D) {
+  double s = 0.0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t q = 0; q < D; ++q) {
+    const double r = x64[q] - static_cast<double>(p[q]);
+    s += r * r;
+  }
+  return s;
+}
+
+template <typename T>
+std::tuple<double, int64_t, int64_t> run(at::Tensor& vertices, at::Tensor& exp_avg, at::Tensor& exp_avg_sq,
+                                const at::Tensor& x, const at::Tensor& lam_t, double step, double lr, double beta1,
+                                double beta2, double eps, double bound_factor, int64_t num_candidates,
+                                int64_t adam_vec_width, bool adam_fma, at::Tensor& index_out) {
+  const int64_t M = vertices.size(0), D = vertices.size(1), S = M - 1, B = x.size(0);
+  T* V = vertices.data_ptr<T>();
+  const T* lam = lam_t.data_ptr<T>();
+  const T* X = x.data_ptr<T>();
+  const int64_t xs0 = x.stride(0), xs1 = x.stride(1);
+  int64_t* idx_o = index_out.data_ptr<int64_t>();
+  const int64_t K = std::min(num_candidates, S);
+  const bool certify = K < S;
+
+  // --- the shift: the float64 mean vertex (any fixed vector keeps the bound valid; this one keeps it small)
+  std::vector<double> mu(D, 0.0);
+  for (int64_t j = 0; j < M; ++j) {
+    const T* r = V + j * D;
+#pragma omp simd
+    for (int64_t q = 0; q < D; ++q) mu[q] += static_cast<double>(r[q]);
+  }
+  for (int64_t q = 0; q < D; ++q) mu[q] /= static_cast<double>(M);
+
+  // --- dithered points, shifted and rounded for the GEMM, with |c~_j|^2 and max |c~_j|
+  at::Tensor c = at::empty({S, D}, vertices.options());
+  T* C = c.data_ptr<T>();
+  std::vector<T> cc(S);
+  std::vector<double> cn(S);
+  at::parallel_for(0, S, std::max<int64_t>(1, 65536 / std::max<int64_t>(D, 1)), [&](int64_t j0, int64_t j1) {
+    std::vector<T> pj(D);
+    for (int64_t j = j0; j < j1; ++j) {
+      dithered(V, lam, j, D, pj.data());
+      T* cj = C + j * D;
+      double s = 0.0;
+#pragma omp simd reduction(+ : s)
+      for (int64_t q = 0; q < D; ++q) {
+        const T r = static_cast<T>(static_cast<double>(pj[q]) - mu[q]);
+        cj[q] = r;
+        s += static_cast<double>(r) * static_cast<double>(r);
+      }
+      cc[j] = static_cast<T>(s);
+      cn[j] = s;
+    }
+  });
+  double cmax2 = 0.0;
+  for (int64_t j = 0; j < S; ++j) cmax2 = std::max(cmax2, cn[j]);
+  if (!std::isfinite(cmax2)) return {0.0, 2, 0};
+  for (int64_t j = 0; j < S; ++j)
+    if (!std::isfinite(cn[j])) return {0.0, 2, 0};
+  const double cmax = std::sqrt(cmax2);
+
+  // --- nearest dithered point per row: GEMM per block, cheap distances, exact re-scoring, certification
+  std::vector<double> best(B);
+  std::vector<char> unsure(B, 0);
+  bool bad_x = false;
+  const int64_t nb_rows = std::min(kBlockRows, std::max<int64_t>(B, 1));
+  at::Tensor xs = at::empty({nb_rows, D}, vertices.options());
+  at::Tensor G = at::empty({nb_rows, S}, vertices.options());
+  std::vector<double> xnorm(nb_rows), xx(nb_rows);
+  const at::Tensor cT = c.t();
+  for (int64_t r0 = 0; r0 < B; r0 += nb_rows) {
+    const int64_t nb = std::min(nb_rows, B - r0);
+    T* XS = xs.data_ptr<T>();
+    for (int64_t r = 0; r < nb; ++r) {
+      const T* p = X + (r0 + r) * xs0;
+      T* o = XS + r * D;
+      double s64 = 0.0, sc = 0.0;
+#pragma omp simd reduction(+ : s64, sc)
+      for (int64_t q = 0; q < D; ++q) {
+        const double d = static_cast<double>(p[q * xs1]) - mu[q];
+        s64 += d * d;
+        o[q] = static_cast<T>(d);
+        sc += static_cast<double>(o[q]) * static_cast<double>(o[q]);
+      }
+      if (!std::isfinite(s64)) bad_x = true;
+      xnorm[r] = std::sqrt(s64);
+      xx[r] = sc;
+    }
+    if (bad_x) return {0.0, 1, 0};
+    at::Tensor Gb = G.narrow(0, 0, nb);
+    at::mm_out(Gb, xs.narrow(0, 0, nb), cT);
+    const T* Gp = Gb.data_ptr<T>();
+    const int64_t gs = Gb.stride(0);
+    const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 18) / std::max<int64_t>(S * 4, 1));
+    at::parallel_for(0, nb, grain, [&](int64_t rb, int64_t re) {
+      std::vector<T> dd(kChunk);
+      std::vector<double> x64(D);
+      std::vector<T> pj(D);
+      TopK top;
+      for (int64_t r = rb; r < re; ++r) {
+        const T* g = Gp + r * gs;
+        const T xxr = static_cast<T>(xx[r]);
+        top.reset(K);
+        double thresh = top.v[K - 1];
+        bool bad = false;
+        for (int64_t j0 = 0; j0 < S; j0 += kChunk) {
+          const int64_t j1 = std::min(S, j0 + kChunk);
+          T mn = std::numeric_limits<T>::infinity();
+          int64_t nan = 0;
+#pragma omp simd reduction(min : mn) reduction(+ : nan)
+          for (int64_t j = j0; j < j1; ++j) {
+            const T v = xxr - T(2) * g[j] + cc[j];
+            const T w = v > T(0) ? v : T(0);
+            dd[j - j0] = w;
+            mn = w < mn ? w : mn;
+            nan += w != w;
+          }
+          if (nan == 0 && !(static_cast<double>(mn) < thresh)) continue;
+          for (int64_t j = j0; j < j1; ++j) {
+            const double v = static_cast<double>(dd[j - j0]);
+            if (!(v >= thresh)) {
+              if (v != v) { bad = true; continue; }
+              top.insert(v, j);
+              thresh = top.v[K - 1];
+            }
+          }
+        }
+        const T* xr = X + (r0 + r) * xs0;
+        for (int64_t q = 0; q < D; ++q) x64[q] = static_cast<double>(xr[q * xs1]);
+        double best_d = std::numeric_limits<double>::infinity();
+        int64_t best_j = 0;
+        const double e = xnorm[r] + cmax;
+        const double bound = bound_factor * e * e;
+        for (int64_t s = 0; s < K; ++s) {
+          if (top.v[s] - bound > best_d) break;  // sorted: no later candidate can win
+          const int64_t j = top.i[s];
+          dithered(V, lam, j, D, pj.data());
+          const double dj = sq_dist(x64.data(), pj.data(), D);
+          if (dj < best_d || (dj == best_d && j < best_j)) {
+            best_d = dj;
+            best_j = j;
+          }
+        }
+        bool u = bad || !std::isfinite(best_d);
+        if (certify && !u) u = !(std::isfinite(top.v[K - 1]) && top.v[K - 1] - bound > best_d);
+        if (u) {
+          // a near-tie beyond K candidates (or an overflow): float64 brute force over every dithered point
+          best_d = std::numeric_limits<double>::infinity();
+          best_j = 0;
+          for (int64_t j = 0; j < S; ++j) {
+            dithered(V, lam, j, D, pj.data());
+            const double dj = sq_dist(x64.data(), pj.data(), D);
+            if (dj < best_d) {
+              best_d = dj;
+              best_j = j;
+            }
+          }
+          unsure[r0 + r] = 1;
+        }
+        best[r0 + r] = best_d;
+        idx_o[r0 + r] = best_j;
+      }
+    });
+  }
+  double loss_sum = 0.0;
+  for (int64_t i = 0; i < B; ++i) {
+    if (!std::isfinite(best[i])) return {0.0, 2, 0};
+    loss_sum += best[i];
+  }
+  const double loss = loss_sum / (static_cast<double>(B) * static_cast<double>(D));
+
+  // --- gradient w.r.t. the dithered points: alpha (p_i - x_i) summed per point in batch order
+  const T alpha = static_cast<T>(2.0 / (static_cast<double>(B) * static_cast<double>(D)));
+  std::vector<int64_t> slot(S, -1);
+  std::vector<int64_t> touched;
+  for (int64_t i = 0; i < B; ++i) {
+    const int64_t j = idx_o[i];
+    if (slot[j] < 0) {
+      slot[j] = static_cast<int64_t>(touched.size());
+      touched.push_back(j);
+    }
+  }
+  std::vector<T> Gd(touched.size() * D, T(0));
+  {
+    std::vector<T> pj(D);
+    for (int64_t i = 0; i < B; ++i) {
+      const int64_t j = idx_o[i];
+      dithered(V, lam, j, D, pj.data());
+      T* gr = Gd.data() + slot[j] * D;
+      const T* xr = X + i * xs0;
+      for (int64_t q = 0; q < D; ++q) gr[q] = gr[q] + alpha * (pj[q] - xr[q * xs1]) * T(1);
+    }
+  }
+
+  // --- Adam over every vertex (dense: every moment decays), the rows with a gradient from the 2 x B sums
+  AdamConsts<T> k;
+  const double w = 1.0 - beta1;
+  k.w = static_cast<T>(w);
+  k.small = std::abs(k.w) < T(0.5);
+  k.coeff = k.small ? k.w : static_cast<T>(k.w - T(1));
+  k.beta2 = static_cast<T>(beta2);
+  k.c2 = static_cast<T>(1.0 - beta2);
+  const double bc1 = 1.0 - std::pow(beta1, step);
+  const double bc2 = 1.0 - std::pow(beta2, step);
+  k.neg_step = static_cast<T>(-(lr / bc1));
+  k.bc2s = static_cast<T>(std::sqrt(bc2));
+  k.eps = static_cast<T>(eps);
+  const int64_t numel = M * D;
+  // without FMA (torch's DEFAULT build) torch's vector lerp is the tail's arithmetic: every element takes it
+  k.tail_start = !adam_fma ? 0 : adam_vec_width > 0 ? numel - numel % adam_vec_width : numel;
+  const bool fma_isa = cpu_has_fma();
+  T* Pm = exp_avg.data_ptr<T>();
+  T* Pv = exp_avg_sq.data_ptr<T>();
+  const int64_t agrain = std::max<int64_t>(1, 32768 / std::max<int64_t>(D, 1));
+  at::parallel_for(0, M, agrain, [&](int64_t j0, int64_t j1) {
+    std::vector<T> grow(D);
+    for (int64_t j = j0; j < j1; ++j) {
+      const int64_t sa = j < S ? slot[j] : -1;       // G_j reaches v_j through a = v[:-1]
+      const int64_t sb = j > 0 ? slot[j - 1] : -1;   // G_{j-1} reaches v_j through b = v[1:]
+      const T* g = nullptr;
+      if (sa >= 0 || sb >= 0) {
+        const T la = j < S ? lam[j] : T(0), lb = j > 0 ? lam[j - 1] : T(0);
+        const T* ga = sa >= 0 ? Gd.data() + sa * D : nullptr;
+        const T* gb = sb >= 0 ? Gd.data() + sb * D : nullptr;
+        for (int64_t q = 0; q < D; ++q) {
+          const T a = ga ? ga[q] : T(0);
+          const T b = gb ? gb[q] : T(0);
+          grow[q] = (a - a * la) + b * lb;
+        }
+        g = grow.data();
+      }
+      adam_row(V + j * D, Pm + j * D, Pv + j * D, g, D, j * D, k, fma_isa);
+    }
+  });
+  int64_t n_unsure = 0;
+  for (int64_t i = 0; i < B; ++i) n_unsure += unsure[i];
+  return {loss, 0, n_unsure};
+}
+
+void check(bool ok, const char* what) { TORCH_CHECK(ok, "sfvq_step_cpu: ", what); }
+
+}  // namespace
+
+std::tuple<double, int64_t, int64_t> sfvq_step_cpu(at::Tensor& vertices, at::Tensor& exp_avg,
+                                                   at::Tensor& exp_avg_sq, const at::Tensor& x,
+                                                   const at::Tensor& lam, double step, double lr, double beta1,
+                                                   double beta2, double eps, double bound_factor,
+                                                   int64_t num_candidates, int64_t adam_vec_width, bool adam_fma,
+                                                   at::Tensor& index_out) {
+  check(vertices.device().is_cpu() && x.device().is_cpu() && lam.device().is_cpu(), "tensors must be on the CPU");
+  check(vertices.dim() == 2 && vertices.size(0) >= 2 && vertices.is_contiguous(),
+        "vertices must be a contiguous (M, D) tensor with M >= 2");
+  const auto dt = vertices.scalar_type();
+  check(dt == at::kFloat || dt == at::kDouble, "vertices must be float32 or float64");
+  for (const at::Tensor* t : {&exp_avg, &exp_avg_sq})
+    check(t->scalar_type() == dt && t->sizes() == vertices.sizes() && t->is_contiguous(),
+          "exp_avg / exp_avg_sq must be contiguous and match the vertices");
+  check(x.dim() == 2 && x.size(1) == vertices.size(1) && x.scalar_type() == dt,
+        "x must be (B, D) with the vertices' D and dtype");
+  check(lam.dim() == 1 && lam.size(0) == vertices.size(0) - 1 && lam.is_contiguous() && lam.scalar_type() == dt,
+        "lam must be a contiguous (M - 1,) tensor of the vertices' dtype");
+  check(index_out.scalar_type() == at::kLong && index_out.dim() == 1 && index_out.size(0) == x.size(0) &&
+            index_out.is_contiguous(), "index_out must be a contiguous (B,) int64 tensor");
+  check(num_candidates >= 1 && num_candidates <= kMaxK, "num_candidates must be in [1, 8]");
+  check(step >= 1.0 && std::isfinite(lr) && std::isfinite(eps) && std::isfinite(bound_factor),
+        "step >= 1 and finite lr, eps, bound_factor expected");
+  if (x.size(0) == 0) return {std::numeric_limits<double>::quiet_NaN(), 0, 0};
+  if (dt == at::kFloat)
+    return run<float>(vertices, exp_avg, exp_avg_sq, x, lam, step, lr, beta1, beta2, eps, bound_factor,
+                      num_candidates, adam_vec_width, adam_fma, index_out);
+  return run<double>(vertices, exp_avg, exp_avg_sq, x, lam, step, lr, beta1, beta2, eps, bound_factor,
+                     num_candidates, adam_vec_width, adam_fma, index_out);
+}
+
+}  // namespace latentfast

@@ -1,0 +1,127 @@
+"""The native SFVQ training step (latentfast/sfvq/_fast_step.py) against the autograd step it replaces."""
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from latentfast._dispatch import native_module
+from latentfast.sfvq import _fast_step, fit
+
+DATA = Path(__file__).parent / "data" / "sfvq_stylegan2_ffhq"
+needs_native = pytest.mark.skipif(native_module() is None or not hasattr(native_module(), "sfvq_step_cpu"),
+                                  reason="native extension not built")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _problem(bits, batch, steps, dim=None, dtype=torch.float32, noise=1.0, seed=0):
+    curve = torch.from_numpy(np.load(DATA / f"codebook_{bits}bit.npy")).to(dtype)
+    if dim is not None:
+        curve = curve[:, :dim].contiguous()
+    g = torch.Generator().manual_seed(seed)
+    m = curve.shape[0]
+    j = torch.randint(0, m - 1, (batch * 4,), generator=g)
+    t = torch.rand(batch * 4, 1, generator=g, dtype=dtype)
+    data = curve[j] + t * (curve[j + 1] - curve[j]) + noise * torch.randn(batch * 4, curve.shape[1], generator=g,
+                                                                          dtype=dtype)
+    lams = torch.rand(steps, m - 1, generator=g, dtype=dtype)
+    return curve, data, lams
+
+
+def _train(curve, data, lams, batch, fast, lr=1e-3, opt_state=None):
+    v = curve.clone().requires_grad_(True)
+    opt = fit._adam(v, lr)
+    if opt_state is not None:
+        opt.load_state_dict(opt_state)
+    losses, idxs = [], []
+    for i in range(lams.shape[0]):
+        x = data[(i % 4) * batch:(i % 4 + 1) * batch]
+        if fast:
+            assert _fast_step.fast_step_why_not(v, opt, x, lams[i], "auto") == []
+            loss, idx = fit.train_step(v, opt, x, lams[i])
+            assert v.grad is None
+        else:  # chunk_size forces the autograd path (the reference's answer is the same exact assignment)
+            loss, idx = fit.train_step(v, opt, x, lams[i], chunk_size=1 << 20)
+            assert v.grad is not None  # the dense gradient an all-reduce would see
+        losses.append(float(loss))
+        idxs.append(idx.clone())
+    return v.detach(), opt, torch.tensor(losses, dtype=torch.float64), torch.stack(idxs)
+
+
+@needs_native
+@pytest.mark.parametrize("bits, batch, steps, dim, dtype", [
+    pytest.param(7, 64, 100, None, torch.float32, marks=pytest.mark.slow),  # M = 128, D = 512, batch 64: 100 steps
+    (10, 64, 20, None, torch.float32),   # M = 1024: the authors' curve size
+    (6, 16, 60, 5, torch.float32),       # odd D: torch's scalar Adam tail; many rows share a point
+    (5, 256, 30, 24, torch.float64),     # float64, a batch larger than the curve
+])
+def test_fast_step_matches_autograd_step(bits, batch, steps, dim, dtype):
+    curve, data, lams = _problem(bits, batch, steps, dim, dtype)
+    v_ref, opt_ref, loss_ref, idx_ref = _train(curve, data, lams, batch, fast=False)
+    v, opt, loss, idx = _train(curve, data, lams, batch, fast=True)
+    assert torch.equal(idx, idx_ref)
+    assert float(((loss - loss_ref).abs() / loss_ref.abs()).max()) <= 1e-6
+    # the same arithmetic as torch's fused Adam, element by element
+    assert torch.equal(v, v_ref)
+    st, st_ref = opt.state_dict()["state"][0], opt_ref.state_dict()["state"][0]
+    for key in ("step", "exp_avg", "exp_avg_sq"):
+        assert st[key].dtype == st_ref[key].dtype and torch.equal(st[key], st_ref[key]), key
+
+
+@needs_native
+def test_fast_step_state_dict_resumes_in_torch_adam():
+    """A checkpoint of the fast path's optimizer continues in the autograd path exactly as the fast path does."""
+    curve, data, lams = _problem(6, 32, 20, 40)
+    v, opt, _, _ = _train(curve, data, lams[:10], 32, fast=True)
+    state = opt.state_dict()  # load_state_dict keeps these very tensors: give each run its own copy
+    a, _, la, ia = _train(v, data, lams[10:], 32, fast=False, opt_state=copy.deepcopy(state))
+    b, _, lb, ib = _train(v, data, lams[10:], 32, fast=True, opt_state=copy.deepcopy(state))
+    assert torch.equal(ia, ib) and torch.equal(a, b)
+    assert float(((la - lb).abs() / la).max()) <= 1e-6
+
+
+@needs_native
+def test_fast_step_only_where_it_reproduces_the_step():
+    curve, data, lams = _problem(5, 8, 1, 8)
+    v = curve.clone().requires_grad_(True)
+    x, lam = data[:8], lams[0]
+    assert _fast_step.fast_step_why_not(v, fit._adam(v, 1e-3), x, lam, "auto") == []
+    assert _fast_step.fast_step_why_not(v, torch.optim.Adam([v], lr=1e-3), x, lam, "auto")  # not fused
+    assert _fast_step.fast_step_why_not(v, torch.optim.Adam([v], lr=1e-3, fused=True, weight_decay=0.1), x, lam,
+                                        "auto")
+    assert _fast_step.fast_step_why_not(v, torch.optim.SGD([v], lr=1e-3), x, lam, "auto")
+    assert _fast_step.fast_step_why_not(v, fit._adam(v, 1e-3), x, lam, "reference")
+    assert _fast_step.fast_step_why_not(v, fit._adam(v, 1e-3), x.double(), lam, "auto")
+    # a plain Adam still trains, through autograd and its own step
+    opt = torch.optim.Adam([v], lr=1e-3)
+    loss, idx = fit.train_step(v, opt, x, lam)
+    assert v.grad is not None and idx.shape == (8,) and opt.state[v]["step"] == 1
+
+
+@needs_native
+def test_fast_step_refuses_nan_and_modifies_nothing():
+    curve, data, lams = _problem(5, 8, 1, 8)
+    v = curve.clone().requires_grad_(True)
+    opt = fit._adam(v, 1e-3)
+    fit.train_step(v, opt, data[:8], lams[0])
+    before = (v.detach().clone(), opt.state[v]["exp_avg"].clone(), opt.state[v]["step"].clone())
+    x = data[:8].clone()
+    x[3, 2] = float("nan")
+    with pytest.raises(ValueError, match="x: expected finite"):
+        fit.train_step(v, opt, x, lams[0])
+    with torch.no_grad():
+        v[5, 1] = float("inf")
+    with pytest.raises(ValueError, match="vertices: expected a finite curve"):
+        fit.train_step(v, opt, data[:8], lams[0])
+    with torch.no_grad():
+        v[5, 1] = before[0][5, 1]
+    assert torch.equal(v.detach(), before[0]) and torch.equal(opt.state[v]["exp_avg"], before[1])
+    assert torch.equal(opt.state[v]["step"], before[2])
