@@ -726,7 +726,7 @@ def run_fit(cfg: dict, device: str) -> dict:
     t = time_calls(lambda: fits.append(fit_sfvq(lat, nv, epochs_per_stage=1, progress=False,
                                                 generator=torch.Generator().manual_seed(0))), device, 1)
     recipe.append(row("latentfast fit_sfvq recipe", "backend", t, 1, "s/fit", backend="auto",
-                      final_loss=fits[-1][1].final_loss))
+                      final_loss=fits[-1][1].final_loss if fits else None))  # nothing ran while recording
     add_ratios(recipe, baseline="baseline recipe")
     rows += recipe
     return dict(rows=rows, checks=checks, skipped_backends={"segment_assign": skipped},
