@@ -29,43 +29,6 @@ def _outputs(f, z):
     return f(z)
 
 
-def follow_direction(f, z, direction, *, num_steps: int, step: float, k=None, method: str = "auto",
-                     generator=None):
-    """The iterative traversal guided by a fixed output-space ``direction`` (d_out,) instead of a basis index.
-
-    From ``z`` (d_in,), both ways: at each point the local basis of ``f`` is computed (top ``k``), the direction
-    u_j with the largest |<u_j, direction>| is taken, oriented along ``+direction`` (forward side) or
-    ``-direction`` (backward side), and z moves by ``step / s_j`` along v_j, so f(z) moves by about ``step``.
-    Returns an :class:`~latentfast.localbasis.traverse.IterativeTraversal` of S = 2 * num_steps + 1 points
-    (backward side first, ``z`` at the centre; ``indices`` = the j followed out of each point, -1 at the centre).
-    Raises ValueError naming ``--direction`` when the best-aligned direction has a zero singular value.
-    """
-    from ..localbasis import local_basis
-    from ..localbasis.traverse import IterativeTraversal
-
-    sign = torch.tensor([1.0, -1.0], dtype=z.dtype, device=z.device)[:, None]
-    target = sign * direction.to(z)[None]  # (2, d_out): where each side is headed
-    cur = z[None].repeat(2, 1)
-    ins, idxs = [], []
-    for i in range(num_steps):
-        lb = local_basis(f, cur, k, method, generator=generator)
-        cos = torch.einsum("bdk,bd->bk", lb.basis, target)
-        j = cos.abs().argmax(dim=1)
-        rows = torch.arange(2, device=z.device)
-        orient = torch.where(cos[rows, j] < 0, -1.0, 1.0).to(z)
-        s = lb.singular_values[rows, j]
-        if not bool((s > 0).all()):
-            raise ValueError(f"--direction: at step {i + 1} the local direction best aligned with it has singular "
-                             f"value 0 (f does not move along it); use fewer --steps or a smaller --size")
-        cur = cur + (step / s)[:, None] * lb.input_basis[rows, :, j] * orient[:, None]
-        ins.append(cur)
-        idxs.append(j)
-    ins, idxs = torch.stack(ins, 1), torch.stack(idxs, 1)  # (2, num_steps, .)
-    inputs = torch.cat([ins[1].flip(0), z[None], ins[0]])
-    indices = torch.cat([idxs[1].flip(0), torch.full((1,), -1, dtype=idxs.dtype, device=z.device), idxs[0]])
-    return IterativeTraversal(inputs, _outputs(f, inputs), indices)
-
-
 def run(args) -> int:
     from .. import viz
     from ..localbasis import local_basis, traverse_iterative
@@ -89,8 +52,9 @@ def run(args) -> int:
         picks = torch.linspace(0, 2 * args.steps, args.frames).round().long()
         step = args.size / args.steps
         if args.direction:
-            tr = follow_direction(f, z[0], dirs[0], num_steps=args.steps, step=step, generator=gen)
-            rows = [tr.outputs[picks]]
+            # the local direction best aligned with --direction, at every step (latentfast.traverse_iterative)
+            rows = [traverse_iterative(f, z[0], direction=dirs[0], num_steps=args.steps, step=step,
+                                       generator=gen).outputs[picks]]
         else:
             rows = [traverse_iterative(f, z[0], i, num_steps=args.steps, step=step, k=args.k).outputs[picks]
                     for i in range(dirs.shape[0])]

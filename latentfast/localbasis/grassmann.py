@@ -80,7 +80,7 @@ def grassmann_distance(A, B, metric: str = "geodesic") -> Tensor:
 
     Returns (...) in the promoted dtype of A and B (float16/bfloat16 are computed in float32).  Raises
     ValueError when the shapes differ in n or k, when a basis is not orthonormal (checked cheaply:
-    |Q^T Q - I| <= ``_checks.orthonormal_tolerance`` of its dtype: 1e-3, 4 eps for half types), or on NaN/Inf.
+    |Q^T Q - I| <= ``_checks.orthonormal_tolerance`` of its dtype: 1e-5, 4 eps for half types), or on NaN/Inf.
     """
     _checks.check_choice("metric", metric, METRICS)
     A = _validate_basis("A", A)

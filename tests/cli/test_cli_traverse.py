@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from latentfast import cli
-from latentfast.cli.traverse import follow_direction
+from latentfast import traverse_iterative
 
 
 @pytest.mark.parametrize("sign", [1.0, -1.0])
-def test_follow_direction_on_a_linear_map_is_the_straight_line(sign):
+def test_following_a_direction_on_a_linear_map_is_the_straight_line(sign):
     """f(z) = A z: the local basis is the same everywhere, so following u_2 (given with noise, either sign)
     moves f(z) by exactly `step` along sign * u_2 per step, both ways."""
     torch.manual_seed(0)
@@ -18,8 +18,8 @@ def test_follow_direction_on_a_linear_map_is_the_straight_line(sign):
     f = lambda z: z @ A.T
     d = sign * U[:, 2] + 0.2 * U[:, 0] * 0.3  # best aligned with u_2 (|cos| largest there)
     z0 = torch.randn(5, dtype=torch.float64)
-    tr = follow_direction(f, z0, d / d.norm(), num_steps=3, step=0.5, method="exact")
-    assert tr.inputs.shape == (7, 5) and tr.outputs.shape == (7, 6) and tr.indices.tolist() == [2, 2, 2, -1, 2, 2, 2]
+    tr = traverse_iterative(f, z0, direction=d / d.norm(), num_steps=3, step=0.5, method="exact")
+    assert tr.inputs.shape == (7, 5) and tr.outputs.shape == (7, 6) and tr.indices.tolist() == [2] * 7
     expected = f(z0)[None] + 0.5 * torch.arange(-3, 4, dtype=torch.float64)[:, None] * sign * U[:, 2][None]
     torch.testing.assert_close(tr.outputs, expected, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(tr.outputs, f(tr.inputs))
