@@ -187,7 +187,10 @@ def test_fit_reproducible_with_generator():
     assert not torch.equal(shuffled[0].vertices, runs[0].vertices)  # shuffle changes the batches
 
 
-def test_fit_dtype_device_small_counts_and_progress(capsys):
+def test_fit_dtype_device_small_counts_and_progress(capsys, monkeypatch):
+    from latentfast import _progress
+
+    monkeypatch.setattr(_progress, "_stderr_is_terminal", lambda: True)  # the bar draws only on a terminal
     x = torch.randn(300, 5, dtype=torch.float64)
     for m in (2, 3, 5):
         model = SFVQ(m, 5)

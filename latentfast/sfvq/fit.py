@@ -48,7 +48,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass, field, fields
@@ -58,6 +57,7 @@ from typing import List, Optional, Tuple
 import torch
 
 from .. import _checks, _io
+from .._progress import progress as progress_bar
 from ..ops.segment_assign import nearest_point, segment_assign
 from . import _fast_step, _files
 from . import checkpoint as _ckpt
@@ -509,7 +509,9 @@ def fit_sfvq(
             "seg_counts": seg_counts.cpu() if started else None,
             "loss_sum": loss_sum.cpu(), "perp_sum": perp_sum.cpu(), "log": log.to_dict()})
 
-    with _Interrupt(path is not None) as interrupt:
+    bar = progress_bar(total=len(sizes) * epochs * num_batches, initial=step, desc="sfvq fit", unit="step",
+                       enabled=progress and comm.rank == 0)
+    with _Interrupt(path is not None) as interrupt, bar:
         try:
             while stage_no < len(sizes):
                 m = sizes[stage_no]
@@ -563,6 +565,7 @@ def fit_sfvq(
                             perp_sum += _perplexity(counts)
                         batch, step = batch + 1, step + 1
                         run["steps"] += 1
+                        bar.update()
                         in_step = False
                         if stop:
                             save()
@@ -571,10 +574,8 @@ def fit_sfvq(
                             save()
                     stage.loss.append(unscale_sq(float(loss_sum) / num_batches, shift))
                     stage.perplexity.append(float(perp_sum) / num_batches)
-                    if progress and comm.rank == 0:
-                        print(f"sfvq: stage {stage_no + 1}/{len(sizes)} (M={m}) epoch {epoch + 1}/{epochs} "
-                              f"loss {stage.loss[-1]:.6g} perplexity {stage.perplexity[-1]:.4g}",
-                              file=sys.stderr, flush=True)
+                    bar.set_postfix_str(f"stage {stage_no + 1}/{len(sizes)} (M={m}) epoch {epoch + 1}/{epochs} "
+                                        f"loss {stage.loss[-1]:.4g} perplexity {stage.perplexity[-1]:.4g}")
                     epoch, batch = epoch + 1, 0
                     if epoch < epochs:
                         save()

@@ -91,7 +91,7 @@ class SFVQ(nn.Module):
         ``batch_size`` above 64 takes fewer steps per epoch: with the same ``lr`` the curve is worse (measured
         on 2^15 latents: +5 % MSE at 4096 for Gaussian data, 2x for a noisy curve); scaling ``lr`` by
         sqrt(batch_size / 64) recovers it to within 0.2-3 % up to 1024.  ``shuffle`` permutes the latents every
-        epoch; ``generator`` makes the run reproducible; ``progress`` prints one line per epoch to stderr.
+        epoch; ``generator`` makes the run reproducible; ``progress`` shows a tqdm bar on stderr (steps, with stage, epoch, loss and perplexity; silent off a terminal).
         ``checkpoint``/``checkpoint_every``/``resume`` make the fit resumable, ``init`` picks the start
         ("data" or the published script's "randn") and ``process_group`` trains data-parallel: see
         :func:`latentfast.sfvq.fit.fit_sfvq`.  Returns an :class:`SFVQTrainingLog` (also kept as
