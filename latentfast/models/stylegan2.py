@@ -354,6 +354,17 @@ class StyleMappingMixin:
         """MLPSpec of ``f`` (for conditional generators: of the class ``c`` or the one set with set_class)."""
         return self.mapping.mlp_spec(self._class(c))
 
+    def as_ws(self, latent) -> Tensor:
+        """What ``synthesize`` takes, as W+: w (B, w_dim) broadcast to (B, num_ws, w_dim), or ws (B, num_ws,
+        w_dim) as given.  ValueError naming ``latent`` for any other shape."""
+        latent = check_floating("latent", as_tensor("latent", latent))
+        if latent.dim() == 2:
+            return check_latent("latent", latent, self.w_dim, what="w").unsqueeze(1).expand(-1, self.num_ws, -1)
+        if latent.dim() != 3:
+            raise ValueError(f"latent: expected w of shape (B, {self.w_dim}) or ws of shape (B, {self.num_ws}, "
+                             f"{self.w_dim}), got shape {tuple(latent.shape)}")
+        return latent
+
     @torch.no_grad()
     def mean_w(self, n: int = 10000, generator: Optional[torch.Generator] = None, c=None) -> Tensor:
         """Mean of mapping(z) over n standard-normal z, shape (w_dim,) (rosinality's ``mean_latent``)."""
@@ -424,13 +435,7 @@ class StyleGAN2Generator(StyleMappingMixin, nn.Module, Generator):
     # -- Generator interface (f, mlp_spec, truncate, mean_w: StyleMappingMixin) -------------------------------
     def synthesize(self, latent: Tensor, noise_mode: str = "const") -> Tensor:
         """w (B, w_dim) or ws (B, num_ws, w_dim) -> images (B, 3, size, size) clamped to [-1, 1]."""
-        latent = check_floating("latent", as_tensor("latent", latent))
-        if latent.dim() == 2:
-            latent = check_latent("latent", latent, self.w_dim, what="w").unsqueeze(1).expand(-1, self.num_ws, -1)
-        elif latent.dim() != 3:
-            raise ValueError(f"latent: expected w of shape (B, {self.w_dim}) or ws of shape (B, {self.num_ws}, "
-                             f"{self.w_dim}), got shape {tuple(latent.shape)}")
-        return self.synthesis(latent, noise_mode).clamp(-1, 1)
+        return self.synthesis(self.as_ws(latent), noise_mode).clamp(-1, 1)
 
     def forward(self, z: Tensor, truncation: float = 1.0, truncation_cutoff: Optional[int] = None,
                 noise_mode: str = "const", noise_generator: Optional[torch.Generator] = None, *, c=None) -> Tensor:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import as_tensor, check_choice, check_floating, check_ndim, check_nonempty
-from .adapters import Generator, check_latent
+from .adapters import Generator
 from .stylegan2 import EqualLinear, MappingNetwork, StyleMappingMixin
 
 Tensor = torch.Tensor
@@ -182,13 +182,7 @@ class StyleGAN3Generator(StyleMappingMixin, nn.Module, Generator):
         """w (B, w_dim) or ws (B, num_ws, w_dim) -> images (B, img_channels, size, size) clamped to [-1, 1].
         ``noise_mode`` is accepted for StyleGAN2 compatibility; StyleGAN3 has no noise inputs."""
         check_choice("noise_mode", noise_mode, ["const", "random", "none"])
-        latent = check_floating("latent", as_tensor("latent", latent))
-        if latent.dim() == 2:
-            latent = check_latent("latent", latent, self.w_dim, what="w").unsqueeze(1).expand(-1, self.num_ws, -1)
-        elif latent.dim() != 3:
-            raise ValueError(f"latent: expected w of shape (B, {self.w_dim}) or ws of shape (B, {self.num_ws}, "
-                             f"{self.w_dim}), got shape {tuple(latent.shape)}")
-        return self.synthesis(latent).clamp(-1, 1)
+        return self.synthesis(self.as_ws(latent)).clamp(-1, 1)
 
     def forward(self, z: Tensor, truncation: float = 1.0, truncation_cutoff: Optional[int] = None,
                 noise_mode: str = "const", *, c=None) -> Tensor:
