@@ -165,8 +165,39 @@ def timed(fn, reps: int = 3) -> float:
 def small(n_big: int) -> dict:
     """The small dense step of the randomized SVD on (B, m, m) float64 panels: torch's SVD / eigh vs Jacobi."""
     from latentfast.ops.small_linalg.jacobi import jacobi_svd
+    from latentfast.ops.small_linalg.triton_jacobi import jacobi_eigh_reference, jacobi_eigh_triton
 
     res = {}
+    # issue 15 item 1: the Triton one-matrix-per-program Jacobi (n <= 128), correct against float64 eigh first
+    for m in (42, 126):
+        A = torch.randn(64, m, m, device="cuda", dtype=torch.float64)
+        G = A.transpose(1, 2) @ A / m
+        exact = torch.linalg.eigvalsh(G)
+        for dt in (torch.float32, torch.float64):
+            try:
+                w, V = jacobi_eigh_triton(G.to(dt))
+                err = float(((w.double() - exact).abs().amax(1) / exact.abs().amax(1)).max())
+                orth = float((V.transpose(1, 2) @ V - torch.eye(m, device="cuda", dtype=dt)).abs().max())
+                res[f"triton_jacobi_m{m}_{str(dt)[6:]}_check"] = dict(max_rel_eig_err=err, max_orth_err=orth)
+                print(f"[probe] small triton jacobi m={m} {dt}: rel eig err {err:.2e}, orth {orth:.2e}", flush=True)
+            except Exception as exc:  # a compile failure is a result too
+                res[f"triton_jacobi_m{m}_{str(dt)[6:]}_check"] = dict(error=f"{type(exc).__name__}: {exc}")
+        ref_err = float((jacobi_eigh_reference(G)[0] - exact).abs().max())
+        res[f"jacobi_reference_m{m}_check"] = dict(max_abs_eig_err=ref_err)
+    for m in (42, 126):
+        for B in (1000, n_big):
+            A = torch.randn(B, m, m, device="cuda", dtype=torch.float32)
+            G = A.transpose(1, 2) @ A / m
+            for name, fn in (("triton_jacobi_f32", lambda: jacobi_eigh_triton(G)),
+                             ("torch_eigh_f32_gram", lambda: torch.linalg.eigh(G))):
+                key = f"{name}_m{m}_B{B}"
+                if B > 1000 and res.get(f"{name}_m{m}_B1000", 1e9) > 300:
+                    continue
+                try:
+                    res[key] = timed(fn, reps=1)
+                    print(f"[probe] small {key}: {res[key]:.1f} ms", flush=True)
+                except Exception as exc:
+                    res[key] = f"{type(exc).__name__}: {exc}"
     for m in (42, 126):
         for B in (1000, n_big):
             A = torch.randn(B, m, m, device="cuda", dtype=torch.float64)
