@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .. import _checks
+from ..ops.segment_assign.scaling import ldexp  # x * 2^k, one rounding (the op uses the same)
 from .distributed import Comm, split
 
 Tensor = torch.Tensor
@@ -25,15 +26,6 @@ CHUNK = 65536
 #: units, as in the authors' recipe); outside it the fit runs on latents * 2^shift with the largest magnitude in
 #: [0.5, 1): float32 squares of 1e20 overflow and those of 1e-20 underflow, and Adam's lr and eps are absolute.
 LOG2_SAFE = 20
-
-
-def ldexp(x: Tensor, shift: int) -> Tensor:
-    """x * 2^shift, exact (barring underflow to subnormals), in steps a float32 scalar can hold."""
-    while shift:
-        step = max(-100, min(100, shift))
-        x = x * (2.0 ** step)
-        shift -= step
-    return x
 
 
 def unscale_sq(value: float, shift: int) -> float:
