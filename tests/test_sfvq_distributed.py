@@ -146,7 +146,8 @@ def test_a_failing_rank_fails_the_job_with_its_error(data, tmp_path):
 
 
 def test_bad_latents_on_one_rank_fail_every_rank(data, tmp_path):
-    """NaN in rank 1's block: rank 1 reports it, rank 0 points to rank 1; nobody waits for the timeout."""
+    """NaN in rank 1's block: every rank fails with rank 1's message (whichever the launcher reports first); nobody
+    waits for the timeout."""
     x = data["x"].copy()
     x[1000, 2] = np.nan
     np.save(tmp_path / "bad.npy", x)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import List, Optional
 
 import torch
+import torch.distributed as dist
 
 Tensor = torch.Tensor
 
@@ -21,7 +22,6 @@ class Comm:
         if group is None:
             self.rank, self.world_size, self.device = 0, 1, torch.device("cpu")
             return
-        import torch.distributed as dist
         self.rank = dist.get_rank(group)
         self.world_size = dist.get_world_size(group)
         backend = str(dist.get_backend(group)).lower()
@@ -50,17 +50,14 @@ class Comm:
 
     def sum_(self, t: Tensor) -> Tensor:
         """In-place sum over ranks."""
-        import torch.distributed as dist
         return self._run(t, lambda x: dist.all_reduce(x, op=dist.ReduceOp.SUM, group=self.group))
 
     def max_(self, t: Tensor) -> Tensor:
         """In-place maximum over ranks."""
-        import torch.distributed as dist
         return self._run(t, lambda x: dist.all_reduce(x, op=dist.ReduceOp.MAX, group=self.group))
 
     def broadcast_(self, t: Tensor, src: int = 0) -> Tensor:
         """In-place: every rank gets rank ``src``'s ``t`` (``src`` is a rank of this group)."""
-        import torch.distributed as dist
         if self.group is None:
             return t
         global_src = dist.get_global_rank(self.group, src) if self.group is not dist.group.WORLD else src
@@ -70,7 +67,6 @@ class Comm:
         """Concatenate every rank's ``t`` (rank r's has ``sizes[r]`` rows) in rank order, on every rank."""
         if self.group is None:
             return t
-        import torch.distributed as dist
         pad = max(sizes)
         buf = torch.zeros((pad,) + tuple(t.shape[1:]), dtype=t.dtype, device=self.device)
         buf[: t.shape[0]] = t.to(self.device)
@@ -79,22 +75,22 @@ class Comm:
         return torch.cat([o[:s] for o, s in zip(out, sizes)]).to(t.device)
 
     def agree(self, error: Optional[str], name: str) -> None:
-        """Raise on every rank when any rank has an ``error``: its own message there, a pointer to it elsewhere.
-
-        Keeps a bad shard on one rank from leaving the others waiting in the next collective.
+        """Raise on every rank when any rank has an ``error``: its own message there, the first failing rank's
+        message (prefixed with that rank) elsewhere, so whichever process a launcher reports first carries the
+        real error.  Keeps a bad shard on one rank from leaving the others waiting in the next collective.
         """
         if self.group is None:
             if error is not None:
                 raise ValueError(error)
             return
-        flags = torch.zeros(self.world_size, dtype=torch.float32)
-        flags[self.rank] = error is not None
-        self.sum_(flags)
+        errors = [None] * self.world_size
+        dist.all_gather_object(errors, error, group=self.group)
         if error is not None:
             raise ValueError(error)
-        bad = [r for r in range(self.world_size) if flags[r] > 0]
+        bad = [(r, e) for r, e in enumerate(errors) if e is not None]
         if bad:
-            raise ValueError(f"{name}: rank {bad[0]} of {self.world_size} refused its part (see that rank's error)")
+            r, e = bad[0]
+            raise ValueError(f"{name}: rank {r} of {self.world_size} refused its part: {e}")
 
 
 def split(n: int, parts: int, index: int) -> slice:
