@@ -27,7 +27,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Callable, Dict, Tuple
 
 import numpy as np
 import torch
@@ -186,6 +186,29 @@ def open_parts(job: Job, tmp: Path, arrays: Dict[str, tuple], rows: int) -> Dict
         parts[key] = np.lib.format.open_memmap(tmp / key / job.part_name(job.rank), mode="w+", dtype=dtype,
                                                shape=(rows, *tail))
     return parts
+
+
+def fill_parts(job: Job, tmp: Path, arrays: Dict[str, tuple], x, first: int, n: int, chunk: int,
+               compute: Callable[[int, torch.Tensor], object], desc: str) -> None:
+    """This rank's blocks of rows ``first .. first + n`` of ``x``, ``chunk`` rows at a time: ``compute(row,
+    rows)`` (row: the global index of the block's first row) returns an object with one attribute per array,
+    written into this rank's memory-mapped parts (see :func:`open_parts`), which are flushed at the end.  One
+    progress bar, on rank 0."""
+    from .._progress import progress
+
+    lo, hi = job.blocks(n, chunk)
+    parts = open_parts(job, tmp, arrays, hi - lo)
+    with progress(total=n, desc=desc, unit="row", enabled=job.rank == 0) as bar:
+        for c in range(lo, hi, chunk):
+            c2 = min(c + chunk, hi)
+            out = compute(first + c, rows_tensor(x, first + c, first + c2, job.device))
+            for key in arrays:
+                t = getattr(out, key).detach()
+                t = t.float() if t.is_floating_point() else t  # bfloat16 has no numpy dtype; parts are float32
+                parts[key][c - lo:c2 - lo] = t.cpu().numpy()
+            bar.update(min((c2 - c) * job.world, bar.total - bar.n))
+    for part in parts.values():
+        part.flush()
 
 
 def manifest_for(job: Job, command: str, arrays: Dict[str, tuple], first: int, n: int, chunk: int,

@@ -36,7 +36,6 @@ def add_parser(sub):
 
 def run_rows(args, G, f) -> int:
     """``basis --latents``: points, basis, singular_values, input_basis, residual for every selected row."""
-    from .._progress import progress
     from ..localbasis import local_basis
     from . import _common
 
@@ -49,24 +48,16 @@ def run_rows(args, G, f) -> int:
         arrays = {"points": ("float32", (d_out,)), "basis": ("float32", (d_out, k)),
                   "singular_values": ("float32", (k,)), "input_basis": ("float32", (x.shape[1], k)),
                   "residual": ("float32", ())}
-        lo, hi = job.blocks(n, args.chunk)
         manifest = _shard.manifest_for(job, "basis", arrays, first, n, args.chunk, dict(
             latents=str(Path(args.latents).resolve()), checkpoint=args.checkpoint, k=k, method=args.method,
             seed=args.seed))
+
+        def bases(row, z):  # seeds fixed per global block: any number of ranks gives the same rows
+            gen = torch.Generator(job.device).manual_seed(args.seed * 1_000_003 + row // args.chunk)
+            return local_basis(f, z, k, args.method, generator=gen)
+
         with _shard.sharded_output(job, args.out, overwrite=args.overwrite, manifest=manifest) as tmp:
-            parts = _shard.open_parts(job, tmp, arrays, hi - lo)
-            with progress(total=n, desc="local bases", unit="row", enabled=job.rank == 0) as bar:
-                for c in range(lo, hi, args.chunk):
-                    c2 = min(c + args.chunk, hi)
-                    z = _shard.rows_tensor(x, first + c, first + c2, job.device)
-                    gen = torch.Generator(job.device).manual_seed(args.seed * 1_000_003 + (first + c) // args.chunk)
-                    lb = local_basis(f, z, k, args.method, generator=gen)
-                    for key in arrays:
-                        parts[key][c - lo:c2 - lo] = getattr(lb, key).detach().float().cpu().numpy()
-                    bar.update(min((c2 - c) * job.world, bar.total - bar.n))
-            for a in parts.values():
-                a.flush()
-            del parts
+            _shard.fill_parts(job, tmp, arrays, x, first, n, args.chunk, bases, "local bases")
     if job.rank == 0:
         print(f"wrote local bases of {n} latents (k={k}, {args.method}, {job.world} rank(s)) to {args.out}")
     return 0

@@ -131,7 +131,6 @@ def run_assign(args) -> int:
 
 def run_assign_rows(args) -> int:
     """``sfvq assign --out DIR``: index (int64), t and distance_sq (float32) of every selected row, sharded."""
-    from .._progress import progress
     from . import _common
 
     with _shard.job(args.device) as job:
@@ -139,22 +138,10 @@ def run_assign_rows(args) -> int:
         x = _common.load_latents_arg(args.latents, width=curve.dim, mmap=True)
         first, n = _shard.select_rows(x, args.rows)
         arrays = {"index": ("int64", ()), "t": ("float32", ()), "distance_sq": ("float32", ())}
-        lo, hi = job.blocks(n, args.chunk)
         manifest = _shard.manifest_for(job, "sfvq assign", arrays, first, n, args.chunk, dict(
             curve=str(Path(args.curve).resolve()), latents=str(Path(args.latents).resolve())))
         with _shard.sharded_output(job, args.out, overwrite=args.overwrite, manifest=manifest) as tmp:
-            parts = _shard.open_parts(job, tmp, arrays, hi - lo)
-            with progress(total=n, desc="assign", unit="row", enabled=job.rank == 0) as bar:
-                for c in range(lo, hi, args.chunk):
-                    c2 = min(c + args.chunk, hi)
-                    xc = _shard.rows_tensor(x, first + c, first + c2, job.device)
-                    a = curve.assign(xc)
-                    for key in arrays:
-                        parts[key][c - lo:c2 - lo] = getattr(a, key).detach().cpu().numpy()
-                    bar.update(min((c2 - c) * job.world, bar.total - bar.n))
-            for p in parts.values():
-                p.flush()
-            del parts
+            _shard.fill_parts(job, tmp, arrays, x, first, n, args.chunk, lambda row, xc: curve.assign(xc), "assign")
     if job.rank == 0:
         print(f"wrote the segments of {n} latents ({job.world} rank(s)) to {args.out}")
     return 0
