@@ -131,11 +131,9 @@ def load_curve_arg(path: str, name: str = "--curve"):
         raise ValueError(f"{name}: {path} is not a latentfast SFVQ file (it starts with {head!r})")
     try:
         return SFVQ.load(p)
-    except ValueError as exc:
+    except ValueError as exc:  # SFVQ.load's message names the path (and never torch's weights_only advice)
         msg = str(exc)
-        msg = msg[len("path: "):] if msg.startswith("path: ") else msg
-        msg = msg.split(" Weights only load failed")[0]  # never repeat torch's advice to drop weights_only
-        raise ValueError(f"{name}: {path}: {msg}") from exc
+        raise ValueError(f"{name}: {msg[len('path: '):] if msg.startswith('path: ') else msg}") from exc
     except Exception as exc:  # torch's own errors for truncated or foreign files
         raise ValueError(f"{name}: {path} is not a readable latentfast SFVQ file ({type(exc).__name__})") from exc
 
