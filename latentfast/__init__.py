@@ -8,6 +8,7 @@ from .localbasis import (
     IterativeTraversal,
     LocalBasis,
     Warpage,
+    WarpageRows,
     apply_to_layers,
     grassmann_distance,
     local_basis,
@@ -15,6 +16,7 @@ from .localbasis import (
     traverse_iterative,
     traverse_linear,
     warpage,
+    warpage_rows,
 )
 from .ops.mlp_jvp.reference import MLPSpec
 from .ops.segment_assign import PointAssignment, SegmentAssignment, nearest_point, segment_assign
@@ -29,6 +31,7 @@ __all__ = [
     "LocalBasis",
     "MLPSpec",
     "Warpage",
+    "WarpageRows",
     "apply_to_layers",
     "grassmann_distance",
     "local_basis",
@@ -36,6 +39,7 @@ __all__ = [
     "traverse_iterative",
     "traverse_linear",
     "warpage",
+    "warpage_rows",
     "PointAssignment",
     "SegmentAssignment",
     "nearest_point",

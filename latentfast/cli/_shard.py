@@ -27,7 +27,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -117,11 +117,13 @@ class RankFailed(ValueError):
 
 
 @contextmanager
-def sharded_output(job: Job, out, *, overwrite: bool, manifest: dict, name: str = "--out"):
+def sharded_output(job: Job, out, *, overwrite: bool, manifest: dict, name: str = "--out",
+                   finalize: Optional[Callable[[Path], None]] = None):
     """Yield the job's temporary directory (the same on every rank); see the module docstring.
 
     ``manifest`` (rank 0's) is written as manifest.json with ``world_size`` and ``date`` added, after every rank
-    has finished its body without an error.
+    has finished its body without an error; then rank 0 runs ``finalize(tmp)`` (files made from every rank's
+    parts, e.g. with :func:`load_parts`), and an error there fails the job like a rank's.
     """
     out = Path(out)
     tmp = None
@@ -162,6 +164,8 @@ def sharded_output(job: Job, out, *, overwrite: bool, manifest: dict, name: str 
                             host=socket.gethostname())
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
             os.chmod(tmp / "manifest.json", 0o666 & ~_umask())
+            if finalize is not None:
+                finalize(tmp)
             old = None
             if out.exists():
                 old = out.resolve().parent / f".{out.name}.old-{os.getpid()}"
@@ -169,13 +173,15 @@ def sharded_output(job: Job, out, *, overwrite: bool, manifest: dict, name: str 
             os.replace(tmp, out)
             if old is not None:
                 shutil.rmtree(old, ignore_errors=True)
-        except OSError as exc:
+        except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
-            _gather(job, False)
-            raise _write_error(name, out, exc) from exc
-    done = _gather(job, True)
-    if not all(done):
-        raise RankFailed(f"rank 0 of {job.world} failed writing {out}")
+            _gather(job, f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+            if isinstance(exc, OSError):
+                raise _write_error(name, out, exc) from exc
+            raise
+    statuses = _gather(job, None)
+    if statuses[0] is not None:
+        raise RankFailed(f"rank 0 of {job.world} failed: {statuses[0]}")
 
 
 def open_parts(job: Job, tmp: Path, arrays: Dict[str, tuple], rows: int) -> Dict[str, np.ndarray]:
@@ -191,9 +197,9 @@ def open_parts(job: Job, tmp: Path, arrays: Dict[str, tuple], rows: int) -> Dict
 def fill_parts(job: Job, tmp: Path, arrays: Dict[str, tuple], x, first: int, n: int, chunk: int,
                compute: Callable[[int, torch.Tensor], object], desc: str) -> None:
     """This rank's blocks of rows ``first .. first + n`` of ``x``, ``chunk`` rows at a time: ``compute(row,
-    rows)`` (row: the global index of the block's first row) returns an object with one attribute per array,
-    written into this rank's memory-mapped parts (see :func:`open_parts`), which are flushed at the end.  One
-    progress bar, on rank 0."""
+    rows)`` (row: the global index of the block's first row) returns a dict, or an object, with one item or
+    attribute per array, written into this rank's memory-mapped parts (see :func:`open_parts`), which are
+    flushed at the end.  One progress bar, on rank 0."""
     from .._progress import progress
 
     lo, hi = job.blocks(n, chunk)
@@ -203,7 +209,7 @@ def fill_parts(job: Job, tmp: Path, arrays: Dict[str, tuple], x, first: int, n: 
             c2 = min(c + chunk, hi)
             out = compute(first + c, rows_tensor(x, first + c, first + c2, job.device))
             for key in arrays:
-                t = getattr(out, key).detach()
+                t = (out[key] if isinstance(out, dict) else getattr(out, key)).detach()
                 t = t.float() if t.is_floating_point() else t  # bfloat16 has no numpy dtype; parts are float32
                 parts[key][c - lo:c2 - lo] = t.cpu().numpy()
             bar.update(min((c2 - c) * job.world, bar.total - bar.n))

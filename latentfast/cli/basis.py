@@ -34,12 +34,14 @@ def add_parser(sub):
     b.set_defaults(func=run)
 
 
-def run_rows(args, G, f) -> int:
+def run_rows(args) -> int:
     """``basis --latents``: points, basis, singular_values, input_basis, residual for every selected row."""
     from ..localbasis import local_basis
     from . import _common
 
     with _shard.job(args.device) as job:
+        G = _common.load_generator_arg(args.checkpoint, job.device)  # job.device: cuda:LOCAL_RANK under torchrun
+        f = G.mlp_spec() or G.f
         x = _common.load_latents_arg(args.latents, width=getattr(G, "z_dim", None), mmap=True)
         first, n = _shard.select_rows(x, args.rows)
         k = args.k
@@ -90,8 +92,7 @@ def run(args) -> int:
         if args.space != "w":
             raise ValueError(f"--space: --latents jobs compute the mapping network's bases (--space w), got "
                              f"{args.space!r}")
-        G = _common.load_generator_arg(args.checkpoint, args.device)
-        return run_rows(args, G, G.mlp_spec() or G.f)
+        return run_rows(args)
     check_output("--out", args.out, kind="dir", overwrite=args.overwrite)
     G = _common.load_generator_arg(args.checkpoint, args.device)
     if args.space != "w" and not callable(getattr(G, "synthesis_f", None)):

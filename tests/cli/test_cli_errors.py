@@ -127,6 +127,12 @@ def _cases(f, out, tmp):
          ["--out", str(existing_dir), "--overwrite"])
     case("assign-dir-out-exists", "assign", lambda a: _set(a, "--out", existing_dir), ["--out", "--overwrite"])
     case("assign-dir-out-is-file", "assign", lambda a: _set(a, "--out", blocker), ["--out", "not a directory"])
+    case("warpage-one-latent", "warpage", lambda a: _set(a, "--num", 1), ["--num", "at least 2"])
+    case("warpage-chunk-1", "warpage", lambda a: _set(a, "--chunk", 1), ["--chunk", "at least 2"])
+    case("warpage-rows-without-latents", "warpage", lambda a: a + ["--rows", "0:2"], ["--rows", "--latents"])
+    case("warpage-one-row", "warpage", lambda a: _set(a, "--latents", f["latents"]) + ["--rows", "3:4"],
+         ["--rows", "at least 2"])
+    case("warpage-latents-png", "warpage", lambda a: _set(a, "--latents", f["png"]), ["--latents", "img.png"])
     case("basis-unknown-option", "basis", lambda a: a + ["--bogus"], ["--bogus"])
     return C
 

@@ -1,4 +1,4 @@
-"""Sharded jobs (issue 12): `basis --latents` and `sfvq assign --out DIR` under torchrun (gloo, 2 processes)
+"""Sharded jobs (issue 12): `basis --latents`, `sfvq assign --out DIR` and `warpage` under torchrun (gloo, 2 processes)
 equal one process row for row, `--rows a:b` splits a job without torchrun, and a failing rank fails the whole
 job with its error and leaves no output directory."""
 import json
@@ -83,6 +83,33 @@ def test_sharded_basis_and_assign_equal_one_process(tmp_path, latents, one_threa
     _no_leftovers(tmp_path)
 
 
+@pytest.mark.slow
+def test_sharded_warpage_equals_one_process(tmp_path, latents, one_thread):
+    """Per-latent distances row for row and the summary (warpage.json) identical; random pairs stay within their
+    --chunk block."""
+    args = ["warpage", "--latents", str(latents), "-k", "1", "3", "--eps", "0.1", "1", "--chunk", "8"]
+    r = torchrun(args + ["--out", str(tmp_path / "sharded")], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert cli.main(args + ["--out", str(tmp_path / "one")]) == 0
+    sharded, one = load_parts(tmp_path / "sharded"), load_parts(tmp_path / "one")
+    assert set(one) == {"local", "random_points", "partner", "global"}
+    for key in one:
+        np.testing.assert_array_equal(sharded[key], one[key], err_msg=key)
+    assert one["local"].shape == (37, 2, 2) and one["global"].shape == (37, 2)
+    p = one["partner"]
+    paired = np.flatnonzero(p >= 0)
+    assert (p[p[paired]] == paired).all() and (p[paired] // 8 == paired // 8).all()
+    left = np.flatnonzero(p < 0)
+    assert len(left) == 1 and left[0] >= 32  # blocks 0-3 have 8 rows, the last 5: one latent there is unpaired
+    summary = [json.loads((tmp_path / d / "warpage.json").read_text()) for d in ("sharded", "one")]
+    assert summary[0] == summary[1] and summary[0]["num_latents"] == 37
+    mean = summary[0]["random_points"]["3"]["mean"]
+    assert mean == pytest.approx(float(one["random_points"][paired, 1].mean()), rel=1e-6)
+    assert (tmp_path / "sharded" / "warpage.png").stat().st_size > 0
+    assert json.loads((tmp_path / "sharded" / "manifest.json").read_text())["world_size"] == 2
+    _no_leftovers(tmp_path)
+
+
 def test_rows_split_a_job_without_torchrun(tmp_path, latents, tiny_generator):
     lat = tmp_path / "z32.npy"
     np.save(lat, np.random.default_rng(1).normal(size=(21, 32)).astype(np.float32))
@@ -96,6 +123,13 @@ def test_rows_split_a_job_without_torchrun(tmp_path, latents, tiny_generator):
     assert json.loads((tmp_path / "p1" / "manifest.json").read_text())["rows"] == [8, 21]
     assert cli.main(base + ["--rows", "8:99", "--out", str(tmp_path / "p2")]) == 2
     assert not (tmp_path / "p2").exists()
+    wp = ["warpage", "--latents", str(lat), "-k", "2", "--eps", "0.5", "--chunk", "4"]
+    assert cli.main(wp + ["--out", str(tmp_path / "w")]) == 0
+    assert cli.main(wp + ["--rows", "0:12", "--out", str(tmp_path / "w0")]) == 0
+    assert cli.main(wp + ["--rows", "12:", "--out", str(tmp_path / "w1")]) == 0
+    whole, p0, p1 = (load_parts(tmp_path / n) for n in ("w", "w0", "w1"))
+    for key in whole:
+        np.testing.assert_array_equal(np.concatenate([p0[key], p1[key]]), whole[key], err_msg=key)
 
 
 FAILING = """
