@@ -160,3 +160,29 @@ def test_a_failing_rank_fails_the_job_and_leaves_no_output(tmp_path, latents):
     assert 'File "' + str(REPO / "latentfast") not in r.stderr
     assert not (tmp_path / "out").exists()
     _no_leftovers(tmp_path)
+
+
+FAILING_SUMMARY = """
+import sys
+import latentfast.viz as viz
+def failing(*a, **k):
+    raise ValueError("simulated failure drawing the chart")
+viz.warpage_chart = failing
+import latentfast.cli as c
+sys.exit(c.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_failing_summary_on_rank_0_fails_every_rank(tmp_path, latents):
+    """rank 0's summary runs after the barrier: its error reaches rank 1 and nothing is left behind."""
+    script = tmp_path / "failing.py"
+    script.write_text(FAILING_SUMMARY)
+    r = torchrun(["warpage", "--latents", str(latents), "-k", "1", "--eps", "0.1", "--chunk", "8",
+                  "--out", str(tmp_path / "out")], tmp_path, script=script)
+    assert r.returncode != 0
+    assert "latentfast warpage: error: simulated failure drawing the chart" in r.stderr, r.stderr[-3000:]
+    assert ("latentfast warpage: error: rank 0 of 2 failed: ValueError: simulated failure drawing the chart"
+            in r.stderr), r.stderr[-3000:]
+    assert not (tmp_path / "out").exists()
+    _no_leftovers(tmp_path)
