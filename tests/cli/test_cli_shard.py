@@ -134,55 +134,35 @@ def test_rows_split_a_job_without_torchrun(tmp_path, latents, tiny_generator):
 
 FAILING = """
 import os, sys
-import latentfast.localbasis as lb
-real = lb.local_basis
+import {module} as target
+real = target.{name}
 def failing(*a, **k):
-    if os.environ["RANK"] == "1":
-        raise ValueError("simulated failure on rank 1")
+    if os.environ["RANK"] == "{rank}":
+        raise ValueError("simulated failure on rank {rank}")
     return real(*a, **k)
-lb.local_basis = failing
+target.{name} = failing
 import latentfast.cli as c
 sys.exit(c.main(sys.argv[1:]))
 """
 
 
 @pytest.mark.slow
-def test_a_failing_rank_fails_the_job_and_leaves_no_output(tmp_path, latents):
+@pytest.mark.parametrize("cmd, target, rank", [
+    (["basis", "-k", "3", "--method", "exact"], ("latentfast.localbasis", "local_basis"), 1),
+    # rank 0's summary runs after the barrier: its error must still reach rank 1
+    (["warpage", "-k", "1", "--eps", "0.1"], ("latentfast.viz", "warpage_chart"), 0),
+], ids=["basis-rank-1", "warpage-summary-rank-0"])
+def test_a_failing_rank_fails_the_job_and_leaves_no_output(tmp_path, latents, cmd, target, rank):
     script = tmp_path / "failing.py"
-    script.write_text(FAILING)
-    r = torchrun(["basis", "--latents", str(latents), "-k", "3", "--method", "exact", "--chunk", "8",
-                  "--out", str(tmp_path / "out")], tmp_path, script=script)
+    script.write_text(FAILING.format(module=target[0], name=target[1], rank=rank))
+    r = torchrun(cmd + ["--latents", str(latents), "--chunk", "8", "--out", str(tmp_path / "out")], tmp_path,
+                 script=script)
     assert r.returncode != 0
-    assert "latentfast basis: error: simulated failure on rank 1" in r.stderr, r.stderr[-3000:]
-    assert "latentfast basis: error: rank 1 of 2 failed: ValueError: simulated failure on rank 1" in r.stderr
-    ours = [l for l in r.stderr.splitlines() if l.startswith("latentfast basis:")]
+    prefix = f"latentfast {cmd[0]}: error: "
+    assert f"{prefix}simulated failure on rank {rank}" in r.stderr, r.stderr[-3000:]
+    assert f"{prefix}rank {rank} of 2 failed: ValueError: simulated failure on rank {rank}" in r.stderr
+    ours = [l for l in r.stderr.splitlines() if l.startswith(f"latentfast {cmd[0]}:")]
     assert len(ours) == 2, ours  # one line per rank (the traceback after them is torchrun's ChildFailedError)
     assert 'File "' + str(REPO / "latentfast") not in r.stderr
-    assert not (tmp_path / "out").exists()
-    _no_leftovers(tmp_path)
-
-
-FAILING_SUMMARY = """
-import sys
-import latentfast.viz as viz
-def failing(*a, **k):
-    raise ValueError("simulated failure drawing the chart")
-viz.warpage_chart = failing
-import latentfast.cli as c
-sys.exit(c.main(sys.argv[1:]))
-"""
-
-
-@pytest.mark.slow
-def test_a_failing_summary_on_rank_0_fails_every_rank(tmp_path, latents):
-    """rank 0's summary runs after the barrier: its error reaches rank 1 and nothing is left behind."""
-    script = tmp_path / "failing.py"
-    script.write_text(FAILING_SUMMARY)
-    r = torchrun(["warpage", "--latents", str(latents), "-k", "1", "--eps", "0.1", "--chunk", "8",
-                  "--out", str(tmp_path / "out")], tmp_path, script=script)
-    assert r.returncode != 0
-    assert "latentfast warpage: error: simulated failure drawing the chart" in r.stderr, r.stderr[-3000:]
-    assert ("latentfast warpage: error: rank 0 of 2 failed: ValueError: simulated failure drawing the chart"
-            in r.stderr), r.stderr[-3000:]
     assert not (tmp_path / "out").exists()
     _no_leftovers(tmp_path)
