@@ -110,26 +110,23 @@ def test_sharded_warpage_equals_one_process(tmp_path, latents, one_thread):
     _no_leftovers(tmp_path)
 
 
-def test_rows_split_a_job_without_torchrun(tmp_path, latents, tiny_generator):
+@pytest.mark.parametrize("cmd, split", [
+    (["basis", "-k", "2", "--method", "randomized"], 8),
+    (["warpage", "-k", "2", "--eps", "0.5"], 12),
+])
+def test_rows_split_a_job_without_torchrun(tmp_path, tiny_generator, cmd, split):
     lat = tmp_path / "z32.npy"
     np.save(lat, np.random.default_rng(1).normal(size=(21, 32)).astype(np.float32))
-    base = ["basis", "--latents", str(lat), "-k", "2", "--method", "randomized", "--chunk", "4"]
+    base = cmd + ["--latents", str(lat), "--chunk", "4"]
     assert cli.main(base + ["--out", str(tmp_path / "all")]) == 0
-    assert cli.main(base + ["--rows", "0:8", "--out", str(tmp_path / "p0")]) == 0
-    assert cli.main(base + ["--rows", "8:", "--out", str(tmp_path / "p1")]) == 0
+    assert cli.main(base + ["--rows", f"0:{split}", "--out", str(tmp_path / "p0")]) == 0
+    assert cli.main(base + ["--rows", f"{split}:", "--out", str(tmp_path / "p1")]) == 0
     whole, p0, p1 = (load_parts(tmp_path / n) for n in ("all", "p0", "p1"))
     for key in whole:
         np.testing.assert_array_equal(np.concatenate([p0[key], p1[key]]), whole[key], err_msg=key)
-    assert json.loads((tmp_path / "p1" / "manifest.json").read_text())["rows"] == [8, 21]
-    assert cli.main(base + ["--rows", "8:99", "--out", str(tmp_path / "p2")]) == 2
+    assert json.loads((tmp_path / "p1" / "manifest.json").read_text())["rows"] == [split, 21]
+    assert cli.main(base + ["--rows", f"{split}:99", "--out", str(tmp_path / "p2")]) == 2
     assert not (tmp_path / "p2").exists()
-    wp = ["warpage", "--latents", str(lat), "-k", "2", "--eps", "0.5", "--chunk", "4"]
-    assert cli.main(wp + ["--out", str(tmp_path / "w")]) == 0
-    assert cli.main(wp + ["--rows", "0:12", "--out", str(tmp_path / "w0")]) == 0
-    assert cli.main(wp + ["--rows", "12:", "--out", str(tmp_path / "w1")]) == 0
-    whole, p0, p1 = (load_parts(tmp_path / n) for n in ("w", "w0", "w1"))
-    for key in whole:
-        np.testing.assert_array_equal(np.concatenate([p0[key], p1[key]]), whole[key], err_msg=key)
 
 
 FAILING = """
