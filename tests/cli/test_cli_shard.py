@@ -163,3 +163,26 @@ def test_a_failing_rank_fails_the_job_and_leaves_no_output(tmp_path, latents, cm
     assert 'File "' + str(REPO / "latentfast") not in r.stderr
     assert not (tmp_path / "out").exists()
     _no_leftovers(tmp_path)
+
+
+@pytest.mark.parametrize("device, backend, placed", [("cuda", "nccl", "cuda:1"), ("cpu", "gloo", "cpu")])
+def test_job_places_rank_on_local_rank_and_picks_the_backend(monkeypatch, device, backend, placed):
+    """Under torchrun (WORLD_SIZE > 1) a job starts the process group: nccl on cuda:LOCAL_RANK, gloo on the CPU
+    (the collective calls are recorded here: CI has no GPU and no launcher)."""
+    import torch.distributed as dist
+
+    from latentfast.cli import _shard
+
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda b: calls.append(("init", b)))
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "destroy_process_group", lambda: calls.append(("destroy",)))
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(("set_device", d)))
+    with _shard.job(device) as job:
+        assert (job.rank, job.world, job.device) == (1, 2, placed)
+    expect = [("set_device", 1)] if device == "cuda" else []
+    assert calls == expect + [("init", backend), ("destroy",)]
