@@ -52,14 +52,14 @@ def rows_arg(s: str) -> Tuple[int, int | None]:
     return a, b
 
 
-def add_shard_args(p, chunk_default: int) -> None:
+def add_shard_args(p, chunk_default: int, chunk_note: str = "") -> None:
     p.add_argument("--rows", type=rows_arg, help="a:b: only rows a..b-1 of --latents (a scheduler's split of the "
                                                  "job); default: all rows")
     from ._args import positive_int
 
     p.add_argument("--chunk", type=positive_int("--chunk"), default=chunk_default,
-                   help="rows per block (bounds memory; --rows boundaries at multiples of it reproduce one run's "
-                        "rows exactly)")
+                   help=f"rows per block ({chunk_note}bounds memory; --rows boundaries at multiples of it "
+                        f"reproduce one run's rows exactly)")
 
 
 @dataclass

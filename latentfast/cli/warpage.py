@@ -28,7 +28,7 @@ def add_parser(sub):
                    help="distances of the nearby points")
     w.add_argument("--latents", help=".npy/.pt (N, z_dim) latents: the study over their rows (torchrun, --rows); "
                                      "default: --num sampled latents")
-    _shard.add_shard_args(w, chunk_default=256)
+    _shard.add_shard_args(w, chunk_default=256, chunk_note="random pairs are drawn within a block; ")
     w.add_argument("--out", required=True, help="output directory")
     add_overwrite(w)
     w.set_defaults(func=run)
