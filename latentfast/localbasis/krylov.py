@@ -75,27 +75,24 @@ def angle_bounds(s: Tensor, rho: Tensor, k: int) -> Tensor:
     return torch.where(ok, torch.asin(ratio.clamp(0, 1)), torch.full_like(ratio, math.pi / 2))
 
 
-def _orthogonalize_against(Y: Tensor, blocks) -> Tensor:
-    """Y minus its components in the earlier orthonormal blocks, twice (classical Gram-Schmidt needs the
-    second pass to stay orthogonal in floating point), then orthonormalised."""
+def _orthogonalize_against(Y: Tensor, K: Tensor) -> Tensor:
+    """Y (B, n, r) minus its components in the orthonormal columns K (B, n, m), twice (classical Gram-Schmidt
+    needs the second pass to stay orthogonal in floating point), then orthonormalised."""
     for _ in range(2):
-        for K in blocks:
-            Y = Y - K @ (K.transpose(1, 2) @ Y)
+        Y = torch.baddbmm(Y, K, K.transpose(1, 2) @ Y, alpha=-1.0)
     return orthonormalize(Y)
 
 
-def _residuals(K: Tensor, W: Tensor, Y: Tensor, Rk: Tensor, s: Tensor, P: Optional[Tensor]) -> Tensor:
-    """sqrt(r_i^2 + t_i^2) (B, c) for the Ritz triplets with coefficients Rk (B, m, c) in K (u = K Rk e_i),
-    values s (B, c) and v = P e_i (P None: v = W Rk e_i / s_i, so t_i = 0 by construction)."""
-    safe = torch.where(s > 0, s, torch.ones_like(s))
-    Rk = Rk.to(K.dtype)
+def _residuals(K: Tensor, W: Tensor, Y: Tensor, Z: Tensor, s: Tensor, V: Optional[Tensor]) -> Tensor:
+    """sqrt(r_i^2 + t_i^2) (B, c), float64, for the triplets u_i = K Z e_i, s_i, v_i (K, W, Y (B, n, m), Z (B, m, c)
+    in K's dtype, s (B, c) float64): r_i = ||Y Z e_i / s_i - s_i u_i|| (Y = J W), t_i = ||W Z e_i - s_i v_i||
+    (J^T u_i = W Z e_i); V None: v_i = W Z e_i / s_i, t_i = 0 by construction."""
+    safe = torch.where(s > 0, s, torch.ones_like(s)).to(K.dtype)[:, None, :]
     sc = s.to(K.dtype)[:, None, :]
-    JV = (Y @ Rk) / safe.to(K.dtype)[:, None, :]
-    U = K @ Rk
-    r = (JV - U * sc).norm(dim=1).double()
-    if P is None:
+    r = torch.baddbmm(Y @ Z / safe, K, Z * sc, alpha=-1.0).norm(dim=1).double()
+    if V is None:
         return r
-    t = (W @ Rk - P * sc).norm(dim=1).double()
+    t = (W @ Z - V * sc).norm(dim=1).double()
     return (r.square() + t.square()).sqrt()
 
 
@@ -124,69 +121,118 @@ def randomized_svd(op, k: int, oversample: int, power_iters: Optional[int], tol:
     r = min(k + oversample, kmax)
     dt, dev = op.dtype, op.points.device
     gdev = generator.device if generator is not None else dev
-    omega = torch.randn(B, op.d_in, r, generator=generator, dtype=dt, device=gdev).to(dev)
-    blocks = [orthonormalize(op.jvp(omega))]  # K_0
-    Ws = [op.vjp(blocks[0])]  # J^T K_j
-    Ys = []  # J W_j
-    columns = 2 * r
-    c = min(k + 1, kmax)  # triplets whose residuals are needed: k and the neighbour below
     fixed = power_iters is not None
     limit = power_iters if fixed else max_iters
-    gram = last = None
-    q = 0
+    M = r * min(limit + 1, kmax // r)  # the widest the space can get (see the loop's exit)
+    # the blocks K_j, W_j = J^T K_j, Y_j = J W_j side by side in preallocated (B, n, M) buffers; [:, :, :m] views
+    K, W, Y = (torch.empty(B, n, M, dtype=dt, device=dev) for n in (op.d_out, op.d_in, op.d_out))
+    omega = torch.randn(B, op.d_in, r, generator=generator, dtype=dt, device=gdev).to(dev)
+    K[:, :, :r] = orthonormalize(op.jvp(omega))
+    W[:, :, :r] = op.vjp(K[:, :, :r])
+    columns = 2 * r
+    c = min(k + 1, kmax)  # triplets whose residuals are needed: k and the neighbour below
+    gram, ritz, last = None, None, None
+    q, m = 0, r
     while True:
-        Ys.append(op.jvp(Ws[-1]))
-        columns += Ws[-1].shape[-1]
-        width = sum(K.shape[-1] for K in blocks)
-        if q >= limit or width + r > kmax:  # the Krylov space cannot grow past the full range
+        Y[:, :, m - r:m] = op.jvp(W[:, :, m - r:m])
+        columns += r
+        if q >= limit or m + r > kmax:  # the Krylov space cannot grow past the full range
             break
         if not fixed and q >= MIN_ITERS:
-            gram = _gram(Ws, gram)
-            done, bound = _settled(blocks, Ws, Ys, k, c, tol, min_gap, gram)
+            gram = _gram(W[:, :, :m], gram)
+            ritz = _ritz(K[:, :, :m], Y[:, :, :m], gram, c)
+            done, bound = _settled(ritz, k, tol, min_gap, dt)
             # stagnation (residuals at the precision's floor, above tol): no bound improved by 10 % since the last check
             if done or (last is not None and bool((bound > 0.9 * last).all())):
                 break
             last = bound
-        blocks.append(_orthogonalize_against(Ys[-1], blocks))
-        Ws.append(op.vjp(blocks[-1]))
-        columns += blocks[-1].shape[-1]
-        q += 1
-    K, W, Y = torch.cat(blocks, 2), torch.cat(Ws, 2), torch.cat(Ys, 2)
-    P, S, Rh = thin_svd(W)  # W = J^T K = P S Rh  =>  K^T J = Rh^T S P^T
-    m = S.shape[1]
-    Rk = Rh.transpose(1, 2)[:, :, :c]
-    rho = _residuals(K, W, Y, Rk, S[:, :c], P[:, :, :c])
-    s = S[:, :c].double()
-    rho = rho + rounding_floor(s[:, :1], dt)
-    if c == k:  # k = min(d_in, d_out): nothing below
+        K[:, :, m:m + r] = _orthogonalize_against(Y[:, :, m - r:m], K[:, :, :m])
+        W[:, :, m:m + r] = op.vjp(K[:, :, m:m + r])
+        columns += r
+        q, m = q + 1, m + r
+    K, W, Y = K[:, :, :m], W[:, :, :m], Y[:, :, :m]
+    if dt == torch.float64:  # the Gram's eigenvectors would cost float64 W half its digits: thin SVD
+        ritz = None
+    elif ritz is None or ritz[1].shape[1] != m:  # no check at this width
+        ritz = _eig(_gram(W, gram), c)
+    V, S, Z = _right_vectors(W, ritz, c)  # S (B, m) float64
+    s = S[:, :c]
+    rho = _residuals(K, W, Y, Z, s, V) + rounding_floor(s[:, :1], dt)
+    if s.shape[1] < c:  # no Ritz value below the k-th (a space of k columns): nothing certifies the gap below
+        s, rho = torch.cat([s, torch.zeros_like(s[:, :1])], 1), torch.cat([rho, torch.full_like(rho[:, :1], math.inf)], 1)
+    elif c == k:  # k = min(d_in, d_out): nothing below
         s, rho = torch.cat([s, torch.zeros_like(s[:, :1])], 1), torch.cat([rho, torch.zeros_like(rho[:, :1])], 1)
     bound = angle_bounds(s, rho, k)
-    U = K @ Rk[:, :, :k] if output_basis else output_signs(K, Rk[:, :, :k])
-    residual = S[:, k] if k < m else torch.zeros_like(S[:, 0])
-    return KrylovResult(U, S[:, :k], P[:, :, :k], residual, bound.to(dt), q, columns)
+    U = K @ Z[:, :, :k] if output_basis else output_signs(K, Z[:, :, :k])
+    S = S.to(dt)
+    residual = S[:, k] if k < S.shape[1] else torch.zeros_like(S[:, 0])
+    return KrylovResult(U, S[:, :k], V[:, :, :k], residual, bound.to(dt), q, columns)
 
 
-def _gram(Ws, gram: Optional[Tensor]) -> Tensor:
-    """W^T W in float64, extended by the blocks added since ``gram`` was formed."""
-    W = torch.cat(Ws, 2).double()
+def _gram(W: Tensor, gram: Optional[Tensor]) -> Tensor:
+    """W^T W (B, m, m) in float64 for W (B, n, m), extending ``gram`` (the Gram of W's first columns)."""
+    W64 = W.double()
     if gram is None:
-        return W.transpose(1, 2) @ W
-    n = gram.shape[-1]
-    new = W[:, :, n:]
-    cross = W.transpose(1, 2) @ new  # (B, m, m - n)
-    top = torch.cat([gram, cross[:, :n]], 2)
-    return torch.cat([top, cross.transpose(1, 2)], 1)
+        return W64.transpose(1, 2) @ W64
+    n, m = gram.shape[-1], W.shape[-1]
+    out = W64.new_empty(W.shape[0], m, m)
+    cross = W64.transpose(1, 2) @ W64[:, :, n:]  # (B, m, m - n)
+    out[:, :n, :n] = gram
+    out[:, :, n:] = cross
+    out[:, n:, :n] = cross[:, :n].transpose(1, 2)
+    return out
 
 
-def _settled(blocks, Ws, Ys, k, c, tol, min_gap, gram) -> bool:
-    """Whether every latent's k directions are certified below ``tol`` or too close to a neighbour to chase."""
+def _eig(gram: Tensor, c: int):
+    """The top min(c, m) eigenpairs of gram = W^T W (B, m, m) float64: Ritz values s (B, c), coefficients
+    Z (B, m, c) (u_i = K Z e_i, v_i = W Z e_i / s_i) and all m eigenvalues theta (B, m), descending."""
     with single_threaded(gram):
         theta, Z = torch.linalg.eigh(gram)
-    s = theta.flip(-1)[:, :c].clamp_min(0).sqrt()
-    Zc = Z.flip(-1)[:, :, :c]
-    K, W, Y = torch.cat(blocks, 2), torch.cat(Ws, 2), torch.cat(Ys, 2)
-    floor = rounding_floor(s[:, :1], K.dtype).expand_as(s)
-    rho = _residuals(K, W, Y, Zc, s, None) + floor
+    theta, Z = theta.flip(-1), Z.flip(-1)
+    c = min(c, theta.shape[1])
+    return theta[:, :c].clamp_min(0).sqrt(), Z[:, :, :c], theta
+
+
+def _ritz(K: Tensor, Y: Tensor, gram: Tensor, c: int):
+    """:func:`_eig` of gram plus r_i = ||J v_i - s_i u_i|| (B, c) float64 from Y = J W (K, Y (B, n, m))."""
+    s, Z, theta = _eig(gram, c)
+    return s, Z, theta, _residuals(K, None, Y, Z.to(K.dtype), s, None)
+
+
+#: v_i = W z_i / s_i is orthonormal to ~eps64 (s_1 / s_i)^2 (eigh is backward stable on W^T W); below this
+#: s_c / s_1 the triplets come from the thin SVD of W instead, robust to a rank-deficient W
+_GRAM_MIN_RATIO = 1e-4
+
+
+def _right_vectors(W: Tensor, ritz, c: int):
+    """V (B, n, c'), all Ritz values S (B, m) float64 and the coefficients Z (B, m, c') in W's dtype of the top
+    c' = min(c, m) triplets of W = J^T K: from the Gram eigendecomposition ``ritz`` (V = W Z / s) where that is
+    accurate (W narrower than float64, s_c >= 1e-4 s_1), else (float64 W: ``ritz`` None; rank-deficient panels)
+    from :func:`thin_svd` of W, for those latents."""
+    B, _, m = W.shape
+    c = min(c, m)
+    if ritz is None:
+        bad = torch.ones(B, dtype=torch.bool, device=W.device)
+        V, S, Zw = W.new_empty(B, W.shape[1], c), W.new_empty(B, m, dtype=torch.float64), W.new_empty(B, m, c)
+    else:
+        s, Z, theta = ritz[:3]
+        S, Zw = theta.clamp_min(0).sqrt(), Z.to(W.dtype)
+        V = (W @ Zw) / torch.where(s > 0, s, torch.ones_like(s)).to(W.dtype)[:, None, :]
+        bad = (s[:, -1] < _GRAM_MIN_RATIO * s[:, 0]) | (s[:, 0] <= 0)
+    if bool(bad.any()):
+        idx = bad.nonzero().squeeze(1)
+        P, Sb, Rh = thin_svd(W[idx])  # W = J^T K = P S Rh  =>  K^T J = Rh^T S P^T
+        V[idx], Zw[idx], S[idx] = P[:, :, :c], Rh.transpose(1, 2)[:, :, :c], Sb.double()
+    return V, S, Zw
+
+
+def _settled(ritz, k, tol, min_gap, dtype):
+    """Whether every latent's k directions are certified below ``tol`` or too close to a neighbour to chase, and
+    the bounds (B, k), from the check's Ritz values and residuals (:func:`_ritz`)."""
+    s, _, _, rho = ritz
+    c = s.shape[1]
+    floor = rounding_floor(s[:, :1], dtype).expand_as(s)
+    rho = rho + floor
     if c == k:
         pad = lambda t: torch.cat([t, torch.zeros_like(t[:, :1])], 1)  # noqa: E731
         s, rho, floor = pad(s), pad(rho), pad(floor)
