@@ -54,49 +54,24 @@ def wrap(obj, name, label):
     return fn
 
 
-def _jvp(lin, V):  # reference.jvp with a timer per step (same ops)
-    B, _, r = V.shape
-    with region("pixel-norm tangent"):
-        t = ref._pixel_norm_tangent(lin.z, lin.norm, V) if lin.spec.pixel_norm else V
-    with region("layout copy in"):
-        t = t.transpose(1, 2).reshape(B * r, -1)
-    for w, slope in zip(lin.spec.weights, lin.slopes):
-        with region("GEMM"):
-            t = t @ w.T
-        if slope is not None:
-            with region("activation mask"):
-                t = (t.view(B, r, -1) * slope.unsqueeze(1)).view(B * r, -1)
-    with region("layout copy out (view)"):
-        return t.view(B, r, -1).transpose(1, 2)
-
-
-def _vjp(lin, U):
-    B, _, r = U.shape
-    with region("layout copy in"):
-        g = U.transpose(1, 2).reshape(B * r, -1)
-    for w, slope in zip(reversed(lin.spec.weights), reversed(lin.slopes)):
-        if slope is not None:
-            with region("activation mask"):
-                g = (g.view(B, r, -1) * slope.unsqueeze(1)).view(B * r, -1)
-        with region("GEMM"):
-            g = g @ w
-    with region("layout copy out (view)"):
-        g = g.view(B, r, -1).transpose(1, 2)
-    with region("pixel-norm tangent"):
-        return ref._pixel_norm_tangent(lin.z, lin.norm, g) if lin.spec.pixel_norm else g
-
-
 def install():
     """Wrap the components (only those that exist in this tree's latentfast)."""
-    ref.jvp, ref.vjp = _jvp, _vjp
     for obj, name, label in [
+        (ref, "_pixel_norm_tangent", "pixel-norm tangent"),
+        (ref, "_layers", "layers: activation masks (in place), buffers"),
+        (torch, "mm", "GEMM"),
         (ref, "forward", "primal forward + masks (once per call)"),
+        (ref, "jvp", "JVP: layout copies"), (ref, "vjp", "VJP: layout copies"),
         (jac_mod, "check_finite_rows", "finiteness check (f(z), each pass)"),
         (jac_mod.CheckedOperator, "jvp", "JVP"), (jac_mod.CheckedOperator, "vjp", "VJP"),
+        (kr.KrylovResult, "__init__", "result"),
         (kr, "orthonormalize", "CholeskyQR2"),
         (kr, "_orthogonalize_against", "orthogonalise new block"),
         (kr, "_gram", "check: Gram W^T W (float64)"),
         (kr, "_settled", "check (_settled)"),
+        (kr, "_ritz", "Ritz triplets + residuals (check)"),
+        (kr, "_eig", "eigh of the Gram"),
+        (kr, "_right_vectors", "final V = W Z s^-1 (or thin SVD)"),
         (kr, "thin_svd", "final thin_svd of W"),
         (kr, "_residuals", "residuals"),
         (kr, "angle_bounds", "angle bounds"),

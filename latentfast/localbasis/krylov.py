@@ -75,24 +75,25 @@ def angle_bounds(s: Tensor, rho: Tensor, k: int) -> Tensor:
     return torch.where(ok, torch.asin(ratio.clamp(0, 1)), torch.full_like(ratio, math.pi / 2))
 
 
-def _orthogonalize_against(Y: Tensor, K: Tensor) -> Tensor:
-    """Y (B, n, r) minus its components in the orthonormal columns K (B, n, m), twice (classical Gram-Schmidt
-    needs the second pass to stay orthogonal in floating point), then orthonormalised."""
+def _orthogonalize_against(Yt: Tensor, Kt: Tensor) -> Tensor:
+    """Rows: Yt (B, r, n) minus its components in the orthonormal rows Kt (B, m, n), twice (classical Gram-Schmidt
+    needs the second pass to stay orthogonal in floating point), then orthonormalised; returns (B, r, n)."""
     for _ in range(2):
-        Y = torch.baddbmm(Y, K, K.transpose(1, 2) @ Y, alpha=-1.0)
-    return orthonormalize(Y)
+        Yt = torch.baddbmm(Yt, Yt @ Kt.transpose(1, 2), Kt, alpha=-1.0)
+    return orthonormalize(Yt.transpose(1, 2)).transpose(1, 2)
 
 
-def _residuals(K: Tensor, W: Tensor, Y: Tensor, Z: Tensor, s: Tensor, V: Optional[Tensor]) -> Tensor:
-    """sqrt(r_i^2 + t_i^2) (B, c), float64, for the triplets u_i = K Z e_i, s_i, v_i (K, W, Y (B, n, m), Z (B, m, c)
-    in K's dtype, s (B, c) float64): r_i = ||Y Z e_i / s_i - s_i u_i|| (Y = J W), t_i = ||W Z e_i - s_i v_i||
-    (J^T u_i = W Z e_i); V None: v_i = W Z e_i / s_i, t_i = 0 by construction."""
-    safe = torch.where(s > 0, s, torch.ones_like(s)).to(K.dtype)[:, None, :]
-    sc = s.to(K.dtype)[:, None, :]
-    r = torch.baddbmm(Y @ Z / safe, K, Z * sc, alpha=-1.0).norm(dim=1).double()
-    if V is None:
+def _residuals(Kt: Tensor, Wt: Tensor, Yt: Tensor, Zt: Tensor, s: Tensor, Vt: Optional[Tensor]) -> Tensor:
+    """sqrt(r_i^2 + t_i^2) (B, c), float64, for the triplets u_i = K Z e_i, s_i, v_i, in rows: Kt, Wt, Yt
+    (B, m, n) the transposes of K, W, Y = J W, Zt (B, c, m) = Z^T in K's dtype, s (B, c) float64:
+    r_i = ||Y Z e_i / s_i - s_i u_i||, t_i = ||W Z e_i - s_i v_i|| (J^T u_i = W Z e_i; Vt (B, c, n) = V^T);
+    Vt None: v_i = W Z e_i / s_i, t_i = 0 by construction."""
+    safe = torch.where(s > 0, s, torch.ones_like(s)).to(Kt.dtype)[:, :, None]
+    sc = s.to(Kt.dtype)[:, :, None]
+    r = torch.baddbmm(Zt @ Yt / safe, Zt * sc, Kt, alpha=-1.0).norm(dim=2).double()
+    if Vt is None:
         return r
-    t = (W @ Z - V * sc).norm(dim=1).double()
+    t = (Zt @ Wt - Vt * sc).norm(dim=2).double()
     return (r.square() + t.square()).sqrt()
 
 
@@ -124,79 +125,82 @@ def randomized_svd(op, k: int, oversample: int, power_iters: Optional[int], tol:
     fixed = power_iters is not None
     limit = power_iters if fixed else max_iters
     M = r * min(limit + 1, kmax // r)  # the widest the space can get (see the loop's exit)
-    # the blocks K_j, W_j = J^T K_j, Y_j = J W_j side by side in preallocated (B, n, M) buffers; [:, :, :m] views
-    K, W, Y = (torch.empty(B, n, M, dtype=dt, device=dev) for n in (op.d_out, op.d_in, op.d_out))
+    # the blocks of K, W = J^T K and Y = J W as ROWS of preallocated (B, M, n) buffers (Kt = K^T, ...): the
+    # products with them are (few x m) @ (m x n), wide GEMMs; [:, :m] views of the first m columns of K, W, Y
+    Kt, Wt, Yt = (torch.empty(B, M, n, dtype=dt, device=dev) for n in (op.d_out, op.d_in, op.d_out))
+    rows = lambda X: X.transpose(1, 2)  # noqa: E731  (B, n, r) <-> (B, r, n)
     omega = torch.randn(B, op.d_in, r, generator=generator, dtype=dt, device=gdev).to(dev)
-    K[:, :, :r] = orthonormalize(op.jvp(omega))
-    W[:, :, :r] = op.vjp(K[:, :, :r])
+    Kt[:, :r] = rows(orthonormalize(op.jvp(omega)))
+    Wt[:, :r] = rows(op.vjp(rows(Kt[:, :r])))
     columns = 2 * r
     c = min(k + 1, kmax)  # triplets whose residuals are needed: k and the neighbour below
     gram, ritz, last = None, None, None
     q, m = 0, r
     while True:
-        Y[:, :, m - r:m] = op.jvp(W[:, :, m - r:m])
+        Yt[:, m - r:m] = rows(op.jvp(rows(Wt[:, m - r:m])))
         columns += r
         if q >= limit or m + r > kmax:  # the Krylov space cannot grow past the full range
             break
         if not fixed and q >= MIN_ITERS:
-            gram = _gram(W[:, :, :m], gram)
-            ritz = _ritz(K[:, :, :m], Y[:, :, :m], gram, c)
+            gram = _gram(Wt[:, :m], gram)
+            ritz = _ritz(Kt[:, :m], Yt[:, :m], gram, c)
             done, bound = _settled(ritz, k, tol, min_gap, dt)
             # stagnation (residuals at the precision's floor, above tol): no bound improved by 10 % since the last check
             if done or (last is not None and bool((bound > 0.9 * last).all())):
                 break
             last = bound
-        K[:, :, m:m + r] = _orthogonalize_against(Y[:, :, m - r:m], K[:, :, :m])
-        W[:, :, m:m + r] = op.vjp(K[:, :, m:m + r])
+        Kt[:, m:m + r] = _orthogonalize_against(Yt[:, m - r:m], Kt[:, :m])
+        Wt[:, m:m + r] = rows(op.vjp(rows(Kt[:, m:m + r])))
         columns += r
         q, m = q + 1, m + r
-    K, W, Y = K[:, :, :m], W[:, :, :m], Y[:, :, :m]
+    Kt, Wt, Yt = Kt[:, :m], Wt[:, :m], Yt[:, :m]
     if dt == torch.float64:  # the Gram's eigenvectors would cost float64 W half its digits: thin SVD
         ritz = None
-    elif ritz is None or ritz[1].shape[1] != m:  # no check at this width
-        ritz = _eig(_gram(W, gram), c)
-    V, S, Z = _right_vectors(W, ritz, c)  # S (B, m) float64
+    elif ritz is None or ritz[1].shape[2] != m:  # no check at this width
+        ritz = _eig(_gram(Wt, gram), c)
+    Vt, S, Zt = _right_vectors(Wt, ritz, c)  # S (B, m) float64
     s = S[:, :c]
-    rho = _residuals(K, W, Y, Z, s, V) + rounding_floor(s[:, :1], dt)
+    rho = _residuals(Kt, Wt, Yt, Zt, s, Vt) + rounding_floor(s[:, :1], dt)
     if s.shape[1] < c:  # no Ritz value below the k-th (a space of k columns): nothing certifies the gap below
         s, rho = torch.cat([s, torch.zeros_like(s[:, :1])], 1), torch.cat([rho, torch.full_like(rho[:, :1], math.inf)], 1)
     elif c == k:  # k = min(d_in, d_out): nothing below
         s, rho = torch.cat([s, torch.zeros_like(s[:, :1])], 1), torch.cat([rho, torch.zeros_like(rho[:, :1])], 1)
     bound = angle_bounds(s, rho, k)
-    U = K @ Z[:, :, :k] if output_basis else output_signs(K, Z[:, :, :k])
+    Zk = Zt[:, :k]
+    U = rows(Zk @ Kt).contiguous() if output_basis else output_signs(rows(Kt), rows(Zk))
     S = S.to(dt)
     residual = S[:, k] if k < S.shape[1] else torch.zeros_like(S[:, 0])
-    return KrylovResult(U, S[:, :k], V[:, :, :k], residual, bound.to(dt), q, columns)
+    return KrylovResult(U, S[:, :k], rows(Vt[:, :k]).contiguous(), residual, bound.to(dt), q, columns)
 
 
-def _gram(W: Tensor, gram: Optional[Tensor]) -> Tensor:
-    """W^T W (B, m, m) in float64 for W (B, n, m), extending ``gram`` (the Gram of W's first columns)."""
-    W64 = W.double()
+def _gram(Wt: Tensor, gram: Optional[Tensor]) -> Tensor:
+    """W^T W (B, m, m) in float64 from the rows Wt (B, m, n) = W^T, extending ``gram`` (that of the first rows)."""
+    W64 = Wt.double()
     if gram is None:
-        return W64.transpose(1, 2) @ W64
-    n, m = gram.shape[-1], W.shape[-1]
-    out = W64.new_empty(W.shape[0], m, m)
-    cross = W64.transpose(1, 2) @ W64[:, :, n:]  # (B, m, m - n)
+        return W64 @ W64.transpose(1, 2)
+    n, m = gram.shape[-1], Wt.shape[1]
+    out = W64.new_empty(Wt.shape[0], m, m)
+    cross = W64[:, n:] @ W64.transpose(1, 2)  # (B, m - n, m)
     out[:, :n, :n] = gram
-    out[:, :, n:] = cross
-    out[:, n:, :n] = cross[:, :n].transpose(1, 2)
+    out[:, n:] = cross
+    out[:, :n, n:] = cross[:, :, :n].transpose(1, 2)
     return out
 
 
 def _eig(gram: Tensor, c: int):
     """The top min(c, m) eigenpairs of gram = W^T W (B, m, m) float64: Ritz values s (B, c), coefficients
-    Z (B, m, c) (u_i = K Z e_i, v_i = W Z e_i / s_i) and all m eigenvalues theta (B, m), descending."""
+    Zt (B, c, m) = Z^T (u_i = K Z e_i, v_i = W Z e_i / s_i) and all m eigenvalues theta (B, m), descending."""
     with single_threaded(gram):
         theta, Z = torch.linalg.eigh(gram)
     theta, Z = theta.flip(-1), Z.flip(-1)
     c = min(c, theta.shape[1])
-    return theta[:, :c].clamp_min(0).sqrt(), Z[:, :, :c], theta
+    return theta[:, :c].clamp_min(0).sqrt(), Z[:, :, :c].transpose(1, 2), theta
 
 
-def _ritz(K: Tensor, Y: Tensor, gram: Tensor, c: int):
-    """:func:`_eig` of gram plus r_i = ||J v_i - s_i u_i|| (B, c) float64 from Y = J W (K, Y (B, n, m))."""
-    s, Z, theta = _eig(gram, c)
-    return s, Z, theta, _residuals(K, None, Y, Z.to(K.dtype), s, None)
+def _ritz(Kt: Tensor, Yt: Tensor, gram: Tensor, c: int):
+    """:func:`_eig` of gram plus r_i = ||J v_i - s_i u_i|| (B, c) float64 from the rows Kt, Yt (B, m, n)."""
+    s, Zt, theta = _eig(gram, c)
+    return s, Zt, theta, _residuals(Kt, None, Yt, Zt.to(Kt.dtype), s, None)
 
 
 #: v_i = W z_i / s_i is orthonormal to ~eps64 (s_1 / s_i)^2 (eigh is backward stable on W^T W); below this
@@ -204,26 +208,26 @@ def _ritz(K: Tensor, Y: Tensor, gram: Tensor, c: int):
 _GRAM_MIN_RATIO = 1e-4
 
 
-def _right_vectors(W: Tensor, ritz, c: int):
-    """V (B, n, c'), all Ritz values S (B, m) float64 and the coefficients Z (B, m, c') in W's dtype of the top
-    c' = min(c, m) triplets of W = J^T K: from the Gram eigendecomposition ``ritz`` (V = W Z / s) where that is
-    accurate (W narrower than float64, s_c >= 1e-4 s_1), else (float64 W: ``ritz`` None; rank-deficient panels)
-    from :func:`thin_svd` of W, for those latents."""
-    B, _, m = W.shape
+def _right_vectors(Wt: Tensor, ritz, c: int):
+    """Vt (B, c', n) = V^T, all Ritz values S (B, m) float64 and Zt (B, c', m) in W's dtype of the top
+    c' = min(c, m) triplets of W = J^T K (rows Wt (B, m, n) = W^T): from the Gram eigendecomposition ``ritz``
+    (V = W Z / s) where that is accurate (W narrower than float64, s_c >= 1e-4 s_1), else (float64 W: ``ritz``
+    None; rank-deficient panels) from :func:`thin_svd` of W, for those latents."""
+    B, m, n = Wt.shape
     c = min(c, m)
     if ritz is None:
-        bad = torch.ones(B, dtype=torch.bool, device=W.device)
-        V, S, Zw = W.new_empty(B, W.shape[1], c), W.new_empty(B, m, dtype=torch.float64), W.new_empty(B, m, c)
+        bad = torch.ones(B, dtype=torch.bool, device=Wt.device)
+        Vt, S, Zt = Wt.new_empty(B, c, n), Wt.new_empty(B, m, dtype=torch.float64), Wt.new_empty(B, c, m)
     else:
         s, Z, theta = ritz[:3]
-        S, Zw = theta.clamp_min(0).sqrt(), Z.to(W.dtype)
-        V = (W @ Zw) / torch.where(s > 0, s, torch.ones_like(s)).to(W.dtype)[:, None, :]
+        S, Zt = theta.clamp_min(0).sqrt(), Z.to(Wt.dtype)
+        Vt = (Zt @ Wt) / torch.where(s > 0, s, torch.ones_like(s)).to(Wt.dtype)[:, :, None]
         bad = (s[:, -1] < _GRAM_MIN_RATIO * s[:, 0]) | (s[:, 0] <= 0)
     if bool(bad.any()):
         idx = bad.nonzero().squeeze(1)
-        P, Sb, Rh = thin_svd(W[idx])  # W = J^T K = P S Rh  =>  K^T J = Rh^T S P^T
-        V[idx], Zw[idx], S[idx] = P[:, :, :c], Rh.transpose(1, 2)[:, :, :c], Sb.double()
-    return V, S, Zw
+        P, Sb, Rh = thin_svd(Wt[idx].transpose(1, 2))  # W = J^T K = P S Rh  =>  K^T J = Rh^T S P^T
+        Vt[idx], Zt[idx], S[idx] = P[:, :, :c].transpose(1, 2), Rh[:, :c], Sb.double()
+    return Vt, S, Zt
 
 
 def _settled(ritz, k, tol, min_gap, dtype):
