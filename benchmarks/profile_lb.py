@@ -78,7 +78,7 @@ def install():
         (kr, "output_signs", "output signs"),
         (basis_mod, "fix_signs", "fix_signs"),
         (basis_mod, "linearize", "linearize (f's forward, checks)"),
-        (kr, "randomized_svd", "randomized_svd (rest: cat, randn, U = K R)"),
+        (basis_mod, "randomized_svd", "randomized_svd (rest: randn, buffer copies, U = K Z)"),
     ]:
         if hasattr(obj, name):
             wrap(obj, name, label)
@@ -103,13 +103,15 @@ def main(argv=None):
     p.add_argument("--B", type=int, default=64)
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--oversample", type=int, default=10)
     p.add_argument("--flat", action="store_true", help="the flat-spectrum network (random init) instead")
     a = p.parse_args(argv)
     torch.manual_seed(1)
     net = MappingNet(512, 8, None if a.flat else 0.995, seed=3 if a.flat else 0)
     z = torch.randn(a.B, 512)
     call = lambda: latentfast.local_basis(net, z, a.k, method="randomized",  # noqa: E731
-                                          generator=torch.Generator().manual_seed(7), backend="reference")
+                                          generator=torch.Generator().manual_seed(7), backend="reference",
+                                          oversample=a.oversample)
     lb = call()
     walls = []
     for _ in range(a.repeats):
@@ -129,7 +131,7 @@ def main(argv=None):
         runs.append((total, dict(_excl)))
     keys = sorted({k for _, e in runs for k in e})
     total = median(t for t, _ in runs)
-    print(f"# local_basis randomized k={a.k}, B={a.B}, {'flat' if a.flat else 'decaying'} spectrum; "
+    print(f"# local_basis randomized k={a.k}, oversample {a.oversample}, B={a.B}, {'flat' if a.flat else 'decaying'} spectrum; "
           f"torch threads {torch.get_num_threads()}; load {os.getloadavg()}")
     print(f"iterations {int(lb.iterations[0])}, tangent columns {cols}; sgemm {rate / 1e9:.1f} GFLOP/s -> floor "
           f"{floor * 1e3:.2f} ms/latent; untimed wall {median(walls) / a.B * 1e3:.2f} ms/latent "

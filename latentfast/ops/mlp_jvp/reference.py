@@ -93,8 +93,6 @@ def _pixel_norm_tangent(z: Tensor, n: Tensor, v: Tensor) -> Tensor:
     d = z.shape[-1]
     if v.dim() == z.dim() + 1:
         zz, nn = z.unsqueeze(-1), n.unsqueeze(-1)
-        if z.dim() == 2:  # (B, d, r): v / n - (z / (d n^3)) (z^T v), the dots and the rank-1 term as two bmm
-            return torch.baddbmm(v / nn, zz / (d * nn**3), torch.bmm(z.unsqueeze(1), v), alpha=-1.0)
         return v / nn - zz * (zz * v).sum(-2, keepdim=True) / (d * nn**3)
     return v / n - z * (z * v).sum(-1, keepdim=True) / (d * n**3)
 
