@@ -34,7 +34,7 @@ from typing import Optional
 import torch
 
 from ..ops.small_linalg import orthonormalize, thin_svd
-from ..ops.small_linalg._threads import single_threaded
+from ..ops.small_linalg._threads import batch_parallel
 
 Tensor = torch.Tensor
 
@@ -190,8 +190,7 @@ def _gram(Wt: Tensor, gram: Optional[Tensor]) -> Tensor:
 def _eig(gram: Tensor, c: int):
     """The top min(c, m) eigenpairs of gram = W^T W (B, m, m) float64: Ritz values s (B, c), coefficients
     Zt (B, c, m) = Z^T (u_i = K Z e_i, v_i = W Z e_i / s_i) and all m eigenvalues theta (B, m), descending."""
-    with single_threaded(gram):
-        theta, Z = torch.linalg.eigh(gram)
+    theta, Z = batch_parallel(torch.linalg.eigh, gram)
     theta, Z = theta.flip(-1), Z.flip(-1)
     c = min(c, theta.shape[1])
     return theta[:, :c].clamp_min(0).sqrt(), Z[:, :, :c].transpose(1, 2), theta
