@@ -134,7 +134,7 @@ def randomized_svd(op, k: int, oversample: int, power_iters: Optional[int], tol:
     Wt[:, :r] = rows(op.vjp(rows(Kt[:, :r])))
     columns = 2 * r
     c = min(k + 1, kmax)  # triplets whose residuals are needed: k and the neighbour below
-    gram, ritz, last = None, None, None
+    gram, ritz, last, W64 = None, None, None, None
     q, m = 0, r
     while True:
         Yt[:, m - r:m] = rows(op.jvp(rows(Wt[:, m - r:m])))
@@ -142,7 +142,12 @@ def randomized_svd(op, k: int, oversample: int, power_iters: Optional[int], tol:
         if q >= limit or m + r > kmax:  # the Krylov space cannot grow past the full range
             break
         if not fixed and q >= MIN_ITERS:
-            gram = _gram(Wt[:, :m], gram)
+            if W64 is None:  # float64 copies of W's rows for the Gram, from the first check on
+                W64 = Wt if dt == torch.float64 else Wt.new_empty(Wt.shape, dtype=torch.float64)
+                W64[:, :m - r] = Wt[:, :m - r]
+            if W64 is not Wt:
+                W64[:, m - r:m] = Wt[:, m - r:m]
+            gram = _gram(W64[:, :m], gram)
             ritz = _ritz(Kt[:, :m], Yt[:, :m], gram, c)
             done, bound = _settled(ritz, k, tol, min_gap, dt)
             # stagnation (residuals at the precision's floor, above tol): no bound improved by 10 % since the last check
@@ -175,7 +180,7 @@ def randomized_svd(op, k: int, oversample: int, power_iters: Optional[int], tol:
 
 def _gram(Wt: Tensor, gram: Optional[Tensor]) -> Tensor:
     """W^T W (B, m, m) in float64 from the rows Wt (B, m, n) = W^T, extending ``gram`` (that of the first rows)."""
-    W64 = Wt.double()
+    W64 = Wt if Wt.dtype == torch.float64 else Wt.double()
     if gram is None:
         return W64 @ W64.transpose(1, 2)
     n, m = gram.shape[-1], Wt.shape[1]
