@@ -131,7 +131,8 @@ def main(argv=None):
         runs.append((total, dict(_excl)))
     keys = sorted({k for _, e in runs for k in e})
     total = median(t for t, _ in runs)
-    print(f"# local_basis randomized k={a.k}, oversample {a.oversample}, B={a.B}, {'flat' if a.flat else 'decaying'} spectrum; "
+    spectrum = "flat" if a.flat else "decaying"
+    print(f"# local_basis randomized k={a.k}, oversample {a.oversample}, B={a.B}, {spectrum} spectrum; "
           f"torch threads {torch.get_num_threads()}; load {os.getloadavg()}")
     print(f"iterations {int(lb.iterations[0])}, tangent columns {cols}; sgemm {rate / 1e9:.1f} GFLOP/s -> floor "
           f"{floor * 1e3:.2f} ms/latent; untimed wall {median(walls) / a.B * 1e3:.2f} ms/latent "

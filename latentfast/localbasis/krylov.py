@@ -22,8 +22,12 @@ Where delta_i <= 0 or rho_i >= delta_i nothing is certified and the bound is pi 
 Adaptive (``power_iters=None``): after ``MIN_ITERS`` iterations, iterate until every direction's bound is below
 ``tol`` or its relative gap to a neighbour, min(s_{i-1} - s_i, s_i - s_{i+1}) / s_i, is below ``min_gap``
 (such directions converge too slowly to chase: nearly repeated singular values; their bound is reported as it is),
-at most ``max_iters`` iterations.  Ritz values are read from the Gram matrix W^T W in float64 at each check; the
-returned triplets come from a thin SVD of W (robust to a rank-deficient W).
+at most ``max_iters`` iterations.  Ritz values and vectors come from the eigendecomposition of the Gram matrix
+W^T W in float64 (W^T W = Z diag(s^2) Z^T: u_i = K Z e_i, v_i = W Z e_i / s_i), at each check and for the returned
+triplets (the last check's, reused); a thin SVD of W instead for float64 inputs (the Gram would cost them half their
+digits) and for latents whose s_{k+1} < 1e-4 s_1 (a rank-deficient W, where W Z / s is not orthonormal).
+The blocks are kept as the rows of preallocated (B, M, n) buffers (K^T, W^T, Y^T), so every product with them
+is a wide (few x m) @ (m x n) GEMM and nothing is concatenated.
 """
 from __future__ import annotations
 
@@ -167,7 +171,8 @@ def randomized_svd(op, k: int, oversample: int, power_iters: Optional[int], tol:
     s = S[:, :c]
     rho = _residuals(Kt, Wt, Yt, Zt, s, Vt) + rounding_floor(s[:, :1], dt)
     if s.shape[1] < c:  # no Ritz value below the k-th (a space of k columns): nothing certifies the gap below
-        s, rho = torch.cat([s, torch.zeros_like(s[:, :1])], 1), torch.cat([rho, torch.full_like(rho[:, :1], math.inf)], 1)
+        s = torch.cat([s, torch.zeros_like(s[:, :1])], 1)
+        rho = torch.cat([rho, torch.full_like(rho[:, :1], math.inf)], 1)
     elif c == k:  # k = min(d_in, d_out): nothing below
         s, rho = torch.cat([s, torch.zeros_like(s[:, :1])], 1), torch.cat([rho, torch.zeros_like(rho[:, :1])], 1)
     bound = angle_bounds(s, rho, k)

@@ -65,7 +65,8 @@ def test_auto_on_cpu_never_picks_the_interpreter():
     assert type(lin).__name__ == "_ReferenceLinearization"
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16],
+                         ids=["float32", "float16", "bfloat16"])
 @pytest.mark.parametrize("r", [1, 6])
 def test_reference_passes_leave_inputs_alone_and_match_torch_func(dtype, r):
     """The reference passes scale by the activation derivative in place and reuse two GEMM buffers: the caller's
