@@ -10,8 +10,9 @@ matching input directions.  Two methods:
   (``krylov.py`` has the maths).  By default it iterates until every direction is certified within ``tol``
   (1e-3 rad) of the exact one, or is too close to a neighbouring singular value to chase (relative gap below
   ``min_gap``, 1 %), at most ``max_iters`` (12) iterations; ``power_iters=q`` runs a fixed count instead.
-  Cost ~ B * r * (2 q + 3) tangent columns (r = k + oversample) + a thin SVD of (d_in, (q+1) r); no
-  d_out x d_in matrix is ever formed.  Orthonormalisation is batched CholeskyQR2 (``ops/small_linalg``).
+  Cost ~ B * r * (2 q + 3) tangent columns (r = k + oversample) + float64 eigendecompositions of the
+  ((q+1) r)^2 Gram W^T W; no d_out x d_in matrix is ever formed.  Orthonormalisation is batched CholeskyQR2
+  (``ops/small_linalg``).
 
 Sign convention (both methods): the largest-magnitude entry of each u_i is positive and v_i is flipped with it,
 so results are deterministic and comparable across methods and backends.

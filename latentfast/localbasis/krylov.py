@@ -22,8 +22,12 @@ Where delta_i <= 0 or rho_i >= delta_i nothing is certified and the bound is pi 
 Adaptive (``power_iters=None``): after ``MIN_ITERS`` iterations, iterate until every direction's bound is below
 ``tol`` or its relative gap to a neighbour, min(s_{i-1} - s_i, s_i - s_{i+1}) / s_i, is below ``min_gap``
 (such directions converge too slowly to chase: nearly repeated singular values; their bound is reported as it is),
-at most ``max_iters`` iterations.  Ritz values are read from the Gram matrix W^T W in float64 at each check; the
-returned triplets come from a thin SVD of W (robust to a rank-deficient W).
+at most ``max_iters`` iterations.  Ritz values and vectors come from the eigendecomposition of the Gram matrix
+W^T W in float64 (W^T W = Z diag(s^2) Z^T: u_i = K Z e_i, v_i = W Z e_i / s_i), at each check and for the returned
+triplets (the last check's, reused); a thin SVD of W instead for float64 inputs (the Gram would cost them half their
+digits) and for latents whose s_{k+1} < 1e-4 s_1 (a rank-deficient W, where W Z / s is not orthonormal).
+The blocks are kept as the rows of preallocated (B, M, n) buffers (K^T, W^T, Y^T), so every product with them
+is a wide (few x m) @ (m x n) GEMM and nothing is concatenated.
 """
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ from typing import Optional
 import torch
 
 from ..ops.small_linalg import orthonormalize, thin_svd
-from ..ops.small_linalg._threads import single_threaded
+from ..ops.small_linalg._threads import batch_parallel
 
 Tensor = torch.Tensor
 
@@ -75,27 +79,25 @@ def angle_bounds(s: Tensor, rho: Tensor, k: int) -> Tensor:
     return torch.where(ok, torch.asin(ratio.clamp(0, 1)), torch.full_like(ratio, math.pi / 2))
 
 
-def _orthogonalize_against(Y: Tensor, blocks) -> Tensor:
-    """Y minus its components in the earlier orthonormal blocks, twice (classical Gram-Schmidt needs the
-    second pass to stay orthogonal in floating point), then orthonormalised."""
+def _orthogonalize_against(Yt: Tensor, Kt: Tensor) -> Tensor:
+    """Rows: Yt (B, r, n) minus its components in the orthonormal rows Kt (B, m, n), twice (classical Gram-Schmidt
+    needs the second pass to stay orthogonal in floating point), then orthonormalised; returns (B, r, n)."""
     for _ in range(2):
-        for K in blocks:
-            Y = Y - K @ (K.transpose(1, 2) @ Y)
-    return orthonormalize(Y)
+        Yt = torch.baddbmm(Yt, Yt @ Kt.transpose(1, 2), Kt, alpha=-1.0)
+    return orthonormalize(Yt.transpose(1, 2)).transpose(1, 2)
 
 
-def _residuals(K: Tensor, W: Tensor, Y: Tensor, Rk: Tensor, s: Tensor, P: Optional[Tensor]) -> Tensor:
-    """sqrt(r_i^2 + t_i^2) (B, c) for the Ritz triplets with coefficients Rk (B, m, c) in K (u = K Rk e_i),
-    values s (B, c) and v = P e_i (P None: v = W Rk e_i / s_i, so t_i = 0 by construction)."""
-    safe = torch.where(s > 0, s, torch.ones_like(s))
-    Rk = Rk.to(K.dtype)
-    sc = s.to(K.dtype)[:, None, :]
-    JV = (Y @ Rk) / safe.to(K.dtype)[:, None, :]
-    U = K @ Rk
-    r = (JV - U * sc).norm(dim=1).double()
-    if P is None:
+def _residuals(Kt: Tensor, Wt: Tensor, Yt: Tensor, Zt: Tensor, s: Tensor, Vt: Optional[Tensor]) -> Tensor:
+    """sqrt(r_i^2 + t_i^2) (B, c), float64, for the triplets u_i = K Z e_i, s_i, v_i, in rows: Kt, Wt, Yt
+    (B, m, n) the transposes of K, W, Y = J W, Zt (B, c, m) = Z^T in K's dtype, s (B, c) float64:
+    r_i = ||Y Z e_i / s_i - s_i u_i||, t_i = ||W Z e_i - s_i v_i|| (J^T u_i = W Z e_i; Vt (B, c, n) = V^T);
+    Vt None: v_i = W Z e_i / s_i, t_i = 0 by construction."""
+    safe = torch.where(s > 0, s, torch.ones_like(s)).to(Kt.dtype)[:, :, None]
+    sc = s.to(Kt.dtype)[:, :, None]
+    r = torch.baddbmm(Zt @ Yt / safe, Zt * sc, Kt, alpha=-1.0).norm(dim=2).double()
+    if Vt is None:
         return r
-    t = (W @ Rk - P * sc).norm(dim=1).double()
+    t = (Zt @ Wt - Vt * sc).norm(dim=2).double()
     return (r.square() + t.square()).sqrt()
 
 
@@ -124,69 +126,126 @@ def randomized_svd(op, k: int, oversample: int, power_iters: Optional[int], tol:
     r = min(k + oversample, kmax)
     dt, dev = op.dtype, op.points.device
     gdev = generator.device if generator is not None else dev
-    omega = torch.randn(B, op.d_in, r, generator=generator, dtype=dt, device=gdev).to(dev)
-    blocks = [orthonormalize(op.jvp(omega))]  # K_0
-    Ws = [op.vjp(blocks[0])]  # J^T K_j
-    Ys = []  # J W_j
-    columns = 2 * r
-    c = min(k + 1, kmax)  # triplets whose residuals are needed: k and the neighbour below
     fixed = power_iters is not None
     limit = power_iters if fixed else max_iters
-    gram = last = None
-    q = 0
+    M = r * min(limit + 1, kmax // r)  # the widest the space can get (see the loop's exit)
+    # the blocks of K, W = J^T K and Y = J W as ROWS of preallocated (B, M, n) buffers (Kt = K^T, ...): the
+    # products with them are (few x m) @ (m x n), wide GEMMs; [:, :m] views of the first m columns of K, W, Y
+    Kt, Wt, Yt = (torch.empty(B, M, n, dtype=dt, device=dev) for n in (op.d_out, op.d_in, op.d_out))
+    rows = lambda X: X.transpose(1, 2)  # noqa: E731  (B, n, r) <-> (B, r, n)
+    omega = torch.randn(B, op.d_in, r, generator=generator, dtype=dt, device=gdev).to(dev)
+    Kt[:, :r] = rows(orthonormalize(op.jvp(omega)))
+    Wt[:, :r] = rows(op.vjp(rows(Kt[:, :r])))
+    columns = 2 * r
+    c = min(k + 1, kmax)  # triplets whose residuals are needed: k and the neighbour below
+    gram, ritz, last, W64 = None, None, None, None
+    q, m = 0, r
     while True:
-        Ys.append(op.jvp(Ws[-1]))
-        columns += Ws[-1].shape[-1]
-        width = sum(K.shape[-1] for K in blocks)
-        if q >= limit or width + r > kmax:  # the Krylov space cannot grow past the full range
+        Yt[:, m - r:m] = rows(op.jvp(rows(Wt[:, m - r:m])))
+        columns += r
+        if q >= limit or m + r > kmax:  # the Krylov space cannot grow past the full range
             break
         if not fixed and q >= MIN_ITERS:
-            gram = _gram(Ws, gram)
-            done, bound = _settled(blocks, Ws, Ys, k, c, tol, min_gap, gram)
+            if W64 is None:  # float64 copies of W's rows for the Gram, from the first check on
+                W64 = Wt if dt == torch.float64 else Wt.new_empty(Wt.shape, dtype=torch.float64)
+                W64[:, :m - r] = Wt[:, :m - r]
+            if W64 is not Wt:
+                W64[:, m - r:m] = Wt[:, m - r:m]
+            gram = _gram(W64[:, :m], gram)
+            ritz = _ritz(Kt[:, :m], Yt[:, :m], gram, c)
+            done, bound = _settled(ritz, k, tol, min_gap, dt)
             # stagnation (residuals at the precision's floor, above tol): no bound improved by 10 % since the last check
             if done or (last is not None and bool((bound > 0.9 * last).all())):
                 break
             last = bound
-        blocks.append(_orthogonalize_against(Ys[-1], blocks))
-        Ws.append(op.vjp(blocks[-1]))
-        columns += blocks[-1].shape[-1]
-        q += 1
-    K, W, Y = torch.cat(blocks, 2), torch.cat(Ws, 2), torch.cat(Ys, 2)
-    P, S, Rh = thin_svd(W)  # W = J^T K = P S Rh  =>  K^T J = Rh^T S P^T
-    m = S.shape[1]
-    Rk = Rh.transpose(1, 2)[:, :, :c]
-    rho = _residuals(K, W, Y, Rk, S[:, :c], P[:, :, :c])
-    s = S[:, :c].double()
-    rho = rho + rounding_floor(s[:, :1], dt)
-    if c == k:  # k = min(d_in, d_out): nothing below
+        Kt[:, m:m + r] = _orthogonalize_against(Yt[:, m - r:m], Kt[:, :m])
+        Wt[:, m:m + r] = rows(op.vjp(rows(Kt[:, m:m + r])))
+        columns += r
+        q, m = q + 1, m + r
+    Kt, Wt, Yt = Kt[:, :m], Wt[:, :m], Yt[:, :m]
+    if dt == torch.float64:  # the Gram's eigenvectors would cost float64 W half its digits: thin SVD
+        ritz = None
+    elif ritz is None or ritz[1].shape[2] != m:  # no check at this width
+        ritz = _eig(_gram(Wt, gram), c)
+    Vt, S, Zt = _right_vectors(Wt, ritz, c)  # S (B, m) float64
+    s = S[:, :c]
+    rho = _residuals(Kt, Wt, Yt, Zt, s, Vt) + rounding_floor(s[:, :1], dt)
+    if s.shape[1] < c:  # no Ritz value below the k-th (a space of k columns): nothing certifies the gap below
+        s = torch.cat([s, torch.zeros_like(s[:, :1])], 1)
+        rho = torch.cat([rho, torch.full_like(rho[:, :1], math.inf)], 1)
+    elif c == k:  # k = min(d_in, d_out): nothing below
         s, rho = torch.cat([s, torch.zeros_like(s[:, :1])], 1), torch.cat([rho, torch.zeros_like(rho[:, :1])], 1)
     bound = angle_bounds(s, rho, k)
-    U = K @ Rk[:, :, :k] if output_basis else output_signs(K, Rk[:, :, :k])
-    residual = S[:, k] if k < m else torch.zeros_like(S[:, 0])
-    return KrylovResult(U, S[:, :k], P[:, :, :k], residual, bound.to(dt), q, columns)
+    Zk = Zt[:, :k]
+    U = rows(Zk @ Kt).contiguous() if output_basis else output_signs(rows(Kt), rows(Zk))
+    S = S.to(dt)
+    residual = S[:, k] if k < S.shape[1] else torch.zeros_like(S[:, 0])
+    return KrylovResult(U, S[:, :k], rows(Vt[:, :k]).contiguous(), residual, bound.to(dt), q, columns)
 
 
-def _gram(Ws, gram: Optional[Tensor]) -> Tensor:
-    """W^T W in float64, extended by the blocks added since ``gram`` was formed."""
-    W = torch.cat(Ws, 2).double()
+def _gram(Wt: Tensor, gram: Optional[Tensor]) -> Tensor:
+    """W^T W (B, m, m) in float64 from the rows Wt (B, m, n) = W^T, extending ``gram`` (that of the first rows)."""
+    W64 = Wt if Wt.dtype == torch.float64 else Wt.double()
     if gram is None:
-        return W.transpose(1, 2) @ W
-    n = gram.shape[-1]
-    new = W[:, :, n:]
-    cross = W.transpose(1, 2) @ new  # (B, m, m - n)
-    top = torch.cat([gram, cross[:, :n]], 2)
-    return torch.cat([top, cross.transpose(1, 2)], 1)
+        return W64 @ W64.transpose(1, 2)
+    n, m = gram.shape[-1], Wt.shape[1]
+    out = W64.new_empty(Wt.shape[0], m, m)
+    cross = W64[:, n:] @ W64.transpose(1, 2)  # (B, m - n, m)
+    out[:, :n, :n] = gram
+    out[:, n:] = cross
+    out[:, :n, n:] = cross[:, :, :n].transpose(1, 2)
+    return out
 
 
-def _settled(blocks, Ws, Ys, k, c, tol, min_gap, gram) -> bool:
-    """Whether every latent's k directions are certified below ``tol`` or too close to a neighbour to chase."""
-    with single_threaded(gram):
-        theta, Z = torch.linalg.eigh(gram)
-    s = theta.flip(-1)[:, :c].clamp_min(0).sqrt()
-    Zc = Z.flip(-1)[:, :, :c]
-    K, W, Y = torch.cat(blocks, 2), torch.cat(Ws, 2), torch.cat(Ys, 2)
-    floor = rounding_floor(s[:, :1], K.dtype).expand_as(s)
-    rho = _residuals(K, W, Y, Zc, s, None) + floor
+def _eig(gram: Tensor, c: int):
+    """The top min(c, m) eigenpairs of gram = W^T W (B, m, m) float64: Ritz values s (B, c), coefficients
+    Zt (B, c, m) = Z^T (u_i = K Z e_i, v_i = W Z e_i / s_i) and all m eigenvalues theta (B, m), descending."""
+    theta, Z = batch_parallel(torch.linalg.eigh, gram)
+    theta, Z = theta.flip(-1), Z.flip(-1)
+    c = min(c, theta.shape[1])
+    return theta[:, :c].clamp_min(0).sqrt(), Z[:, :, :c].transpose(1, 2), theta
+
+
+def _ritz(Kt: Tensor, Yt: Tensor, gram: Tensor, c: int):
+    """:func:`_eig` of gram plus r_i = ||J v_i - s_i u_i|| (B, c) float64 from the rows Kt, Yt (B, m, n)."""
+    s, Zt, theta = _eig(gram, c)
+    return s, Zt, theta, _residuals(Kt, None, Yt, Zt.to(Kt.dtype), s, None)
+
+
+#: v_i = W z_i / s_i is orthonormal to ~eps64 (s_1 / s_i)^2 (eigh is backward stable on W^T W); below this
+#: s_c / s_1 the triplets come from the thin SVD of W instead, robust to a rank-deficient W
+_GRAM_MIN_RATIO = 1e-4
+
+
+def _right_vectors(Wt: Tensor, ritz, c: int):
+    """Vt (B, c', n) = V^T, all Ritz values S (B, m) float64 and Zt (B, c', m) in W's dtype of the top
+    c' = min(c, m) triplets of W = J^T K (rows Wt (B, m, n) = W^T): from the Gram eigendecomposition ``ritz``
+    (V = W Z / s) where that is accurate (W narrower than float64, s_c >= 1e-4 s_1), else (float64 W: ``ritz``
+    None; rank-deficient panels) from :func:`thin_svd` of W, for those latents."""
+    B, m, n = Wt.shape
+    c = min(c, m)
+    if ritz is None:
+        bad = torch.ones(B, dtype=torch.bool, device=Wt.device)
+        Vt, S, Zt = Wt.new_empty(B, c, n), Wt.new_empty(B, m, dtype=torch.float64), Wt.new_empty(B, c, m)
+    else:
+        s, Z, theta = ritz[:3]
+        S, Zt = theta.clamp_min(0).sqrt(), Z.to(Wt.dtype)
+        Vt = (Zt @ Wt) / torch.where(s > 0, s, torch.ones_like(s)).to(Wt.dtype)[:, :, None]
+        bad = (s[:, -1] < _GRAM_MIN_RATIO * s[:, 0]) | (s[:, 0] <= 0)
+    if bool(bad.any()):
+        idx = bad.nonzero().squeeze(1)
+        P, Sb, Rh = thin_svd(Wt[idx].transpose(1, 2))  # W = J^T K = P S Rh  =>  K^T J = Rh^T S P^T
+        Vt[idx], Zt[idx], S[idx] = P[:, :, :c].transpose(1, 2), Rh[:, :c], Sb.double()
+    return Vt, S, Zt
+
+
+def _settled(ritz, k, tol, min_gap, dtype):
+    """Whether every latent's k directions are certified below ``tol`` or too close to a neighbour to chase, and
+    the bounds (B, k), from the check's Ritz values and residuals (:func:`_ritz`)."""
+    s, _, _, rho = ritz
+    c = s.shape[1]
+    floor = rounding_floor(s[:, :1], dtype).expand_as(s)
+    rho = rho + floor
     if c == k:
         pad = lambda t: torch.cat([t, torch.zeros_like(t[:, :1])], 1)  # noqa: E731
         s, rho, floor = pad(s), pad(rho), pad(floor)

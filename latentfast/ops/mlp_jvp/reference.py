@@ -4,7 +4,7 @@ An :class:`MLPSpec` describes  x0 = PixelNorm(z) (optional);  x_{l+1} = act(W_l 
 act(u) = gain * leaky_relu(u, negative_slope)  — the StyleGAN/StyleGAN2 mapping network.  Because every latent
 shares the weights, the tangents of all B latents and r directions go through each layer as ONE GEMM of
 (B*r, d) rows, with the activation's derivative (gain or gain*slope, by the sign of the pre-activation) applied
-elementwise afterwards; the VJP runs the same layers transposed.  No autograd graph is built.
+elementwise afterwards, in place; the VJP runs the same layers transposed.  No autograd graph is built.
 
     JVP:  t_{l+1} = act'(u_l) * (W_l t_l)                       t_0 = dPixelNorm(z)[v]
     VJP:  g_l     = W_l^T (act'(u_l) * g_{l+1})                 dz  = dPixelNorm(z)^T[g_0]
@@ -124,15 +124,33 @@ def forward(spec: MLPSpec, z: Tensor):
     return x, lin
 
 
+def _layers(t: Tensor, B: int, r: int, weights, slopes, jvp: bool) -> Tensor:
+    """t (B*r, d) through the layers: t @ W^T followed by the activation's derivative (the JVP), or the
+    derivative then t @ W (the VJP; it scales t in place), the derivative applied in place, the GEMMs writing
+    into two work buffers per width that alternate.  Returns the last buffer (t itself without layers)."""
+    bufs = {}
+    for w, slope in zip(weights, slopes):
+        if slope is not None and not jvp:
+            t.view(B, r, -1).mul_(slope.unsqueeze(1))
+        n = w.shape[0] if jvp else w.shape[1]
+        pair = bufs.setdefault(n, [])
+        out = next((b for b in pair if b.data_ptr() != t.data_ptr()), None)
+        if out is None:
+            out = t.new_empty(t.shape[0], n)
+            pair.append(out)
+        torch.mm(t, w.T if jvp else w, out=out)
+        t = out
+        if slope is not None and jvp:
+            t.view(B, r, -1).mul_(slope.unsqueeze(1))
+    return t
+
+
 def jvp(lin: Linearization, V: Tensor) -> Tensor:
     """J(z) V for tangents V (B, d_in, r) -> (B, d_out, r), one GEMM of B*r rows per layer."""
     B, _, r = V.shape
     t = _pixel_norm_tangent(lin.z, lin.norm, V) if lin.spec.pixel_norm else V
-    t = t.transpose(1, 2).reshape(B * r, -1)  # rows = (latent, direction)
-    for w, slope in zip(lin.spec.weights, lin.slopes):
-        t = t @ w.T
-        if slope is not None:
-            t = (t.view(B, r, -1) * slope.unsqueeze(1)).view(B * r, -1)
+    t = t.transpose(1, 2).reshape(B * r, -1)  # rows = (latent, direction); only read below
+    t = _layers(t, B, r, lin.spec.weights, lin.slopes, jvp=True)
     return t.view(B, r, -1).transpose(1, 2)
 
 
@@ -140,9 +158,8 @@ def vjp(lin: Linearization, U: Tensor) -> Tensor:
     """J(z)^T U for cotangents U (B, d_out, r) -> (B, d_in, r)."""
     B, _, r = U.shape
     g = U.transpose(1, 2).reshape(B * r, -1)
-    for w, slope in zip(reversed(lin.spec.weights), reversed(lin.slopes)):
-        if slope is not None:
-            g = (g.view(B, r, -1) * slope.unsqueeze(1)).view(B * r, -1)
-        g = g @ w
+    if g.untyped_storage().data_ptr() == U.untyped_storage().data_ptr():
+        g = g.clone()  # a view of U (r = 1, or U laid out (B, r, d)): the in-place derivative must not touch it
+    g = _layers(g, B, r, lin.spec.weights[::-1], lin.slopes[::-1], jvp=False)
     g = g.view(B, r, -1).transpose(1, 2)
     return _pixel_norm_tangent(lin.z, lin.norm, g) if lin.spec.pixel_norm else g

@@ -3,7 +3,8 @@
 Why not torch.linalg.qr: on CUDA it builds Q matrix by matrix.  CholeskyQR is two batched GEMMs and an r x r
 Cholesky per panel.  Its weakness — the Gram matrix squares the condition number — is handled by
   * forming the Gram matrix and the Cholesky factor in float64 (good for cond(Y) up to ~1e7), and
-  * a second pass (CholeskyQR2) that restores orthogonality to working precision, and
+  * a second pass (CholeskyQR2) that restores orthogonality to working precision (skipped for float32 and
+    narrower results when every panel's cond(Y) <= 1e3: one float64 pass is then already below their rounding), and
   * for panels whose Cholesky fails or whose factor is too ill-conditioned, one *shifted* pass first
     (Fukaya et al., shifted CholeskyQR3, SISC 2020), still batched; and Householder QR only for panels that
     are numerically rank deficient even then (r larger than the rank of the data), which is rare.
@@ -21,11 +22,18 @@ Tensor = torch.Tensor
 
 # CholeskyQR in float64 is safe while cond(Y)^2 * 2^-53 << 1; beyond 1e7 take the shifted path.
 _MAX_COND = 1e7
+# One float64 pass leaves ||Q^T Q - I|| ~ eps64 cond(Y)^2: for a float32 (or narrower) result that is below its
+# rounding while cond(Y) <= 1e3 (1e-10), so the second pass runs only for float64 results or worse panels.
+_ONE_PASS_COND = 1e3
 
 
-def _chol_pass(Y: Tensor, shift: Tensor | None = None) -> Tuple[Tensor, Tensor, Tensor]:
-    """One CholeskyQR pass in float64: Y = Q R.  Returns (Q, R, ok) with ok (B,) bool."""
-    G = Y.transpose(-1, -2) @ Y
+def _chol_pass(Y: Tensor, shift: Tensor | None = None) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One CholeskyQR pass in float64: Y = Q R.  Returns (Q, R, ok, cond): ok (B,) bool, cond (B,) an upper bound
+    on cond_2(Y) (||R||_F ||R^-1||_F).  Works on the rows
+    Y^T (r, n): Q^T = R^-T Y^T is a wide (r x r) @ (r x n) GEMM (several times faster than Y @ R^-1, whose
+    output has only r columns); Q comes back as the transpose of a contiguous (B, r, n) tensor."""
+    Yt = Y.transpose(-1, -2).contiguous()
+    G = Yt @ Yt.transpose(-1, -2)
     if shift is not None:
         G = G + shift[:, None, None] * torch.eye(G.shape[-1], dtype=G.dtype, device=G.device)
     with single_threaded(G):
@@ -44,8 +52,9 @@ def _chol_pass(Y: Tensor, shift: Tensor | None = None) -> Tuple[Tensor, Tensor, 
     eye_r = torch.eye(R.shape[-1], dtype=R.dtype, device=R.device).expand_as(R)
     with single_threaded(R):
         Rinv = torch.linalg.solve_triangular(R, eye_r, upper=True)
-    Q = Y @ Rinv
-    return Q, R, ok
+    Q = (Rinv.transpose(-1, -2) @ Yt).transpose(-1, -2)
+    cond = torch.linalg.matrix_norm(R) * torch.linalg.matrix_norm(Rinv)  # >= cond_2(Y) (Frobenius norms)
+    return Q, R, ok, cond
 
 
 def cholesky_qr(Y: Tensor) -> Tuple[Tensor, Tensor]:
@@ -58,8 +67,10 @@ def cholesky_qr(Y: Tensor) -> Tuple[Tensor, Tensor]:
         raise ValueError(f"Y: expected a batch of tall panels (B, n, r) with n >= r, got shape {tuple(Y.shape)}")
     dtype = Y.dtype
     Y64 = Y.to(torch.float64)
-    Q1, R1, ok1 = _chol_pass(Y64)
-    Q2, R2, ok2 = _chol_pass(Q1)
+    Q1, R1, ok1, cond = _chol_pass(Y64)
+    if dtype != torch.float64 and bool(ok1.all()) and float(cond.max()) <= _ONE_PASS_COND:
+        return Q1.to(dtype), R1.to(dtype)
+    Q2, R2, ok2, _ = _chol_pass(Q1)
     Q, R, ok = Q2, R2 @ R1, ok1 & ok2
     if not bool(ok.all()):
         bad = (~ok).nonzero().squeeze(1)
@@ -67,9 +78,9 @@ def cholesky_qr(Y: Tensor) -> Tuple[Tensor, Tensor]:
         n, r = Yb.shape[-2:]
         norm2 = torch.linalg.matrix_norm(Yb, ord="fro") ** 2
         shift = 11.0 * (n * r + r * (r + 1)) * torch.finfo(torch.float64).eps * norm2
-        S1, T1, okA = _chol_pass(Yb, shift)
-        S2, T2, okB = _chol_pass(S1)
-        S3, T3, okC = _chol_pass(S2)
+        S1, T1, okA, _ = _chol_pass(Yb, shift)
+        S2, T2, okB, _ = _chol_pass(S1)
+        S3, T3, okC, _ = _chol_pass(S2)
         Qb, Rb, okb = S3, T3 @ T2 @ T1, okA & okB & okC
         if not bool(okb.all()):
             # Numerically rank deficient: Householder for those few panels only.
