@@ -272,8 +272,24 @@ std::tuple<double, int64_t, int64_t> run(at::Tensor& vertices, at::Tensor& exp_a
         }
         bool u = bad || !std::isfinite(best_d);
         if (certify && !u) u = !(std::isfinite(top.v[K - 1]) && top.v[K - 1] - bound > best_d);
-        if (u) {
-          // a near-tie beyond K candidates (or an overflow): float64 brute force over every dithered point
+        if (u && !bad && std::isfinite(best_d)) {
+          // a near-tie beyond the K candidates: re-score exactly every dithered point the bound does not rule
+          // out (cheap distance - bound <= the best exact distance so far).  Every point that can reach the
+          // exact minimum passes, so this is the float64 brute force's answer (ties to the lowest index).
+          for (int64_t j = 0; j < S; ++j) {
+            const T v = xxr - T(2) * g[j] + cc[j];
+            const double w = static_cast<double>(v > T(0) ? v : T(0));
+            if (w - bound > best_d) continue;
+            dithered(V, lam, j, D, pj.data());
+            const double dj = sq_dist(x64.data(), pj.data(), D);
+            if (dj < best_d || (dj == best_d && j < best_j)) {
+              best_d = dj;
+              best_j = j;
+            }
+          }
+          unsure[r0 + r] = 1;
+        } else if (u) {
+          // NaN or an overflow in the cheap distances: float64 brute force over every dithered point
           best_d = std::numeric_limits<double>::infinity();
           best_j = 0;
           for (int64_t j = 0; j < S; ++j) {
