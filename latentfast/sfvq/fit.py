@@ -612,7 +612,8 @@ def fit_sfvq(
                 m = sizes[stage_no]
                 if not started:
                     if m != curve.shape[0]:
-                        curve = grow(curve, m, twin_eps)
+                        with single_threaded(curve):  # elementwise and gathers: the same bits on any thread count
+                            curve = grow(curve, m, twin_eps)
                     stage = SFVQStageLog(num_vertices=m, initial_vertices=ldexp(curve.detach(), -shift).cpu().clone())
                     vertices = curve.detach().clone().requires_grad_(True)
                     optimizer = _adam(vertices, lr)
