@@ -129,20 +129,23 @@ __attribute__((always_inline)) inline void vertex_sum_body(const T* V, int64_t M
   }
 }
 
-// Rows j0..j1 of the shifted dithered points c~_j = round(a + lam_j (b - a) - mu), |c~_j|^2 in float64 and in T.
+// Rows j0..j1 of the dithered points p_j = a + lam_j (b - a) into P (elementwise IEEE: the very values of
+// dithered()), their shifted roundings c~_j = round(p_j - mu) into C, |c~_j|^2 in float64 and in T.
 template <typename T>
 __attribute__((always_inline)) inline void shifted_dithered_body(const T* V, const T* lam, const double* mu,
-                                                                 int64_t j0, int64_t j1, int64_t D, T* C, T* cc,
-                                                                 double* cn) {
+                                                                 int64_t j0, int64_t j1, int64_t D, T* P, T* C,
+                                                                 T* cc, double* cn) {
   for (int64_t j = j0; j < j1; ++j) {
     const T* a = V + j * D;
     const T* b = a + D;
     const T l = lam[j];
     T* cj = C + j * D;
+    T* pj = P + j * D;
     double s = 0.0;
 #pragma omp simd reduction(+ : s)
     for (int64_t q = 0; q < D; ++q) {
       const T p = a[q] + l * (b[q] - a[q]);
+      pj[q] = p;
       const T r = static_cast<T>(static_cast<double>(p) - mu[q]);
       cj[q] = r;
       s += static_cast<double>(r) * static_cast<double>(r);
@@ -174,9 +177,9 @@ __attribute__((always_inline)) inline void shifted_row_body(const T* p, const do
     vertex_sum_body(V, M, D, mu);                                                                             \
   }                                                                                                           \
   __attribute__((target("avx2,fma"))) void shifted_dithered_avx2(const T* V, const T* lam, const double* mu, \
-                                                                 int64_t j0, int64_t j1, int64_t D, T* C,     \
-                                                                 T* cc, double* cn) {                         \
-    shifted_dithered_body(V, lam, mu, j0, j1, D, C, cc, cn);                                                  \
+                                                                 int64_t j0, int64_t j1, int64_t D, T* P,     \
+                                                                 T* C, T* cc, double* cn) {                   \
+    shifted_dithered_body(V, lam, mu, j0, j1, D, P, C, cc, cn);                                               \
   }                                                                                                           \
   __attribute__((target("avx2,fma"))) void shifted_row_avx2(const T* p, const double* mu, int64_t D, T* o,   \
                                                             double* s64, double* sc) {                        \
@@ -197,12 +200,12 @@ void vertex_sum(const T* V, int64_t M, int64_t D, double* mu, bool avx2) {
 }
 
 template <typename T>
-void shifted_dithered(const T* V, const T* lam, const double* mu, int64_t j0, int64_t j1, int64_t D, T* C, T* cc,
-                      double* cn, bool avx2) {
+void shifted_dithered(const T* V, const T* lam, const double* mu, int64_t j0, int64_t j1, int64_t D, T* P, T* C,
+                      T* cc, double* cn, bool avx2) {
 #ifdef LATENTFAST_HAVE_FMA_CLONE
-  if (avx2) return shifted_dithered_avx2(V, lam, mu, j0, j1, D, C, cc, cn);
+  if (avx2) return shifted_dithered_avx2(V, lam, mu, j0, j1, D, P, C, cc, cn);
 #endif
-  shifted_dithered_body(V, lam, mu, j0, j1, D, C, cc, cn);
+  shifted_dithered_body(V, lam, mu, j0, j1, D, P, C, cc, cn);
 }
 
 template <typename T>
@@ -211,16 +214,6 @@ void shifted_row(const T* p, const double* mu, int64_t D, T* o, double* s64, dou
   if (avx2) return shifted_row_avx2(p, mu, D, o, s64, sc);
 #endif
   shifted_row_body(p, mu, D, o, s64, sc);
-}
-
-// Dithered point j into out (the forward's a + lam (b - a), in T).
-template <typename T>
-inline void dithered(const T* V, const T* lam, int64_t j, int64_t D, T* out) {
-  const T* a = V + j * D;
-  const T* b = a + D;
-  const T l = lam[j];
-#pragma omp simd
-  for (int64_t q = 0; q < D; ++q) out[q] = a[q] + l * (b[q] - a[q]);
 }
 
 template <typename T>
@@ -259,8 +252,10 @@ std::tuple<double, int64_t, int64_t> run(at::Tensor& vertices, at::Tensor& exp_a
   T* C = c.data_ptr<T>();
   std::vector<T> cc(S);
   std::vector<double> cn(S);
+  at::Tensor pd = at::empty({S, D}, vertices.options());  // the dithered points themselves, for exact scoring
+  T* Pd = pd.data_ptr<T>();
   at::parallel_for(0, S, std::max<int64_t>(1, 65536 / std::max<int64_t>(D, 1)), [&](int64_t j0, int64_t j1) {
-    shifted_dithered(V, lam, mu.data(), j0, j1, D, C, cc.data(), cn.data(), avx2);
+    shifted_dithered(V, lam, mu.data(), j0, j1, D, Pd, C, cc.data(), cn.data(), avx2);
   });
   double cmax2 = 0.0;
   for (int64_t j = 0; j < S; ++j) cmax2 = std::max(cmax2, cn[j]);
@@ -305,7 +300,6 @@ std::tuple<double, int64_t, int64_t> run(at::Tensor& vertices, at::Tensor& exp_a
     at::parallel_for(0, nb, grain, [&](int64_t rb, int64_t re) {
       std::vector<T> dd(kChunk);
       std::vector<double> x64(D);
-      std::vector<T> pj(D);
       TopK top;
       for (int64_t r = rb; r < re; ++r) {
         const T* g = Gp + r * gs;
@@ -344,8 +338,7 @@ std::tuple<double, int64_t, int64_t> run(at::Tensor& vertices, at::Tensor& exp_a
         for (int64_t s = 0; s < K; ++s) {
           if (top.v[s] - bound > best_d) break;  // sorted: no later candidate can win
           const int64_t j = top.i[s];
-          dithered(V, lam, j, D, pj.data());
-          const double dj = sq_dist(x64.data(), pj.data(), D);
+          const double dj = sq_dist(x64.data(), Pd + j * D, D);
           if (dj < best_d || (dj == best_d && j < best_j)) {
             best_d = dj;
             best_j = j;
@@ -361,8 +354,7 @@ std::tuple<double, int64_t, int64_t> run(at::Tensor& vertices, at::Tensor& exp_a
             const T v = xxr - T(2) * g[j] + cc[j];
             const double w = static_cast<double>(v > T(0) ? v : T(0));
             if (w - bound > best_d) continue;
-            dithered(V, lam, j, D, pj.data());
-            const double dj = sq_dist(x64.data(), pj.data(), D);
+            const double dj = sq_dist(x64.data(), Pd + j * D, D);
             if (dj < best_d || (dj == best_d && j < best_j)) {
               best_d = dj;
               best_j = j;
@@ -374,8 +366,7 @@ std::tuple<double, int64_t, int64_t> run(at::Tensor& vertices, at::Tensor& exp_a
           best_d = std::numeric_limits<double>::infinity();
           best_j = 0;
           for (int64_t j = 0; j < S; ++j) {
-            dithered(V, lam, j, D, pj.data());
-            const double dj = sq_dist(x64.data(), pj.data(), D);
+            const double dj = sq_dist(x64.data(), Pd + j * D, D);
             if (dj < best_d) {
               best_d = dj;
               best_j = j;
@@ -408,10 +399,9 @@ std::tuple<double, int64_t, int64_t> run(at::Tensor& vertices, at::Tensor& exp_a
   }
   std::vector<T> Gd(touched.size() * D, T(0));
   {
-    std::vector<T> pj(D);
     for (int64_t i = 0; i < B; ++i) {
       const int64_t j = idx_o[i];
-      dithered(V, lam, j, D, pj.data());
+      const T* pj = Pd + j * D;
       T* gr = Gd.data() + slot[j] * D;
       const T* xr = X + i * xs0;
       for (int64_t q = 0; q < D; ++q) gr[q] = gr[q] + alpha * (pj[q] - xr[q * xs1]) * T(1);
