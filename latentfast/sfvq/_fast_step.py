@@ -17,7 +17,6 @@ rows skip the gradient load, and it runs as one threaded loop fused with the two
 """
 from __future__ import annotations
 
-import contextlib
 from typing import List, Tuple
 
 import numpy as np
@@ -25,7 +24,6 @@ import torch
 
 from .._dispatch import native_module, native_why_not
 from ..ops.segment_assign import reference
-from ..ops.small_linalg._threads import single_threaded
 
 Tensor = torch.Tensor
 
@@ -130,10 +128,16 @@ class Stepper:
             state["exp_avg_sq"] = torch.zeros_like(v, memory_format=torch.preserve_format)
         idx = torch.empty(x.shape[0], dtype=torch.int64)
         b1, b2, eps, bound, k, width, fma = self._consts
-        with torch.no_grad(), single_threaded(v) if self.small else contextlib.nullcontext():
+        threads = torch.get_num_threads() if self.small else 1  # single_threaded, inline (called every step)
+        if threads != 1:
+            torch.set_num_threads(1)
+        try:  # plain pointers into the tensors: no autograd is involved
             loss, status, _ = self._native(v, state["exp_avg"], state["exp_avg_sq"], x, lam,
                                            float(state["step"]) + 1.0, float(self.group["lr"]), b1, b2, eps,
                                            bound, k, width, fma, idx)
+        finally:
+            if threads != 1:
+                torch.set_num_threads(threads)
         if status == 1:
             raise ValueError(f"x: expected finite values, got NaN or Inf in the batch of shape {tuple(x.shape)}")
         if status == 2:
