@@ -278,18 +278,23 @@ class _Tally:
     no small ops) and folded into the epoch's sums, in batch order, by :meth:`flush` — before every checkpoint
     and at every epoch end, so sums, counts and checkpoints are those of a per-step update."""
 
+    #: batches held before the loop folds them in (bounds the memory of a long epoch)
+    LIMIT = 1024
+
     def __init__(self, segments: int):
         self.segments = segments
         self.losses: List[Tensor] = []
         self.idx: List[Tensor] = []
         self.counts: List[Tensor] = []
 
-    def add(self, loss: Tensor, idx: Optional[Tensor] = None, counts: Optional[Tensor] = None):
+    def add(self, loss: Tensor, idx: Optional[Tensor] = None, counts: Optional[Tensor] = None) -> bool:
+        """Record one batch (its indices or its counts); True when :data:`LIMIT` batches are pending."""
         self.losses.append(loss)
         if idx is not None:
             self.idx.append(idx)
         else:
             self.counts.append(counts)
+        return len(self.losses) >= self.LIMIT
 
     def flush(self, seg_counts: Tensor, loss_sum: Tensor, perp_sum: Tensor) -> Tuple[Tensor, Tensor]:
         """Add the pending batches: seg_counts in place; returns the new (loss_sum, perp_sum)."""
@@ -309,7 +314,7 @@ class _Tally:
         for v in torch.stack(self.losses).to(torch.float64).cpu().tolist():
             total += v
         perp = float(perp_sum)
-        for v in _perplexities(counts.cpu()):
+        for v in _perplexities(counts):  # on the counts' device, as the per-step update computed them
             perp += v
         self.losses, self.idx, self.counts = [], [], []
         return (torch.tensor(total, dtype=torch.float64, device=loss_sum.device),
@@ -653,12 +658,14 @@ def fit_sfvq(
                         if comm.active:
                             loss, counts, stop = _dp_step(vertices, optimizer, x, lam, bsz, comm, interrupt.raised,
                                                           chunk_size=chunk_size)
-                            tally.add(loss.detach(), counts=counts)
+                            full = tally.add(loss.detach(), counts=counts)
                         else:
                             loss, idx = train_step(vertices, optimizer, x, lam, chunk_size=chunk_size,
                                                    stepper=stepper)
-                            tally.add(loss.detach(), idx=idx)
+                            full = tally.add(loss.detach(), idx=idx)
                             stop = interrupt.raised
+                        if full:
+                            flush()
                         batch, step = batch + 1, step + 1
                         run["steps"] += 1
                         bar.update()
