@@ -587,6 +587,9 @@ def fit_sfvq(
     perp_sum = torch.zeros((), dtype=torch.float64, device=device)
     in_step, saved_at = False, None
 
+    def unscale(t: Tensor) -> Tensor:  # back to the latents' units (x 2^0 is x itself, bit for bit)
+        return ldexp(t, -shift) if shift else t
+
     def flush():
         nonlocal loss_sum, perp_sum
         if tally is not None:
@@ -619,7 +622,7 @@ def fit_sfvq(
                     if m != curve.shape[0]:
                         with single_threaded(curve):  # elementwise and gathers: the same bits on any thread count
                             curve = grow(curve, m, twin_eps)
-                    stage = SFVQStageLog(num_vertices=m, initial_vertices=ldexp(curve.detach(), -shift).cpu().clone())
+                    stage = SFVQStageLog(num_vertices=m, initial_vertices=unscale(curve.detach()).cpu().clone())
                     vertices = curve.detach().clone().requires_grad_(True)
                     optimizer = _adam(vertices, lr)
                     seg_counts = torch.zeros(m - 1, dtype=torch.int64, device=device)
@@ -687,7 +690,7 @@ def fit_sfvq(
                 seg = seg_counts.cpu()
                 stage.segment_counts = seg
                 stage.vertex_counts = torch.cat([seg, seg.new_zeros(1)]) + torch.cat([seg.new_zeros(1), seg])
-                stage.final_vertices = ldexp(curve, -shift).cpu().clone()
+                stage.final_vertices = unscale(curve).cpu().clone()
                 log.stages.append(stage)
                 stage_no, started = stage_no + 1, False
                 save()
@@ -699,4 +702,4 @@ def fit_sfvq(
 
     log.seconds = seconds_before + time.perf_counter() - t0
     log.mean_distance_sq = data.mean_distance_sq(curve, chunk_size)
-    return ldexp(curve, -shift), log
+    return unscale(curve), log
