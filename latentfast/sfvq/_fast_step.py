@@ -110,7 +110,7 @@ class Stepper:
 
     def __init__(self, vertices: Tensor, optimizer: torch.optim.Adam, x: Tensor):
         group = optimizer.param_groups[0]
-        self.vertices, self.group, self.state = vertices, group, optimizer.state[vertices]
+        self.vertices, self.group, self._states = vertices, group, optimizer.state  # looked up per step
         beta1, beta2 = group["betas"]
         width, fma = _torch_vector_layout(vertices.dtype)
         self._consts = (float(beta1), float(beta2), float(group["eps"]),
@@ -121,7 +121,8 @@ class Stepper:
         self.small = x.shape[0] * vertices.shape[0] * vertices.shape[1] < SMALL_STEP
 
     def step(self, x: Tensor, lam: Tensor) -> Tuple[float, Tensor]:
-        state, v = self.state, self.vertices
+        v = self.vertices
+        state = self._states[v]
         if not state:  # torch's lazy initialisation for fused Adam, at the first step
             state["step"] = torch.zeros((), dtype=torch.float32, device=v.device)
             state["exp_avg"] = torch.zeros_like(v, memory_format=torch.preserve_format)

@@ -661,7 +661,7 @@ def fit_sfvq(
                         if comm.active:
                             loss, counts, stop = _dp_step(vertices, optimizer, x, lam, bsz, comm, interrupt.raised,
                                                           chunk_size=chunk_size)
-                            full = tally.add(loss.detach(), counts=counts)
+                            full = tally.add(loss.detach().clone(), counts=counts)  # not a view of the buffer
                         else:
                             loss, idx = train_step(vertices, optimizer, x, lam, chunk_size=chunk_size,
                                                    stepper=stepper)
