@@ -3,7 +3,8 @@
 :func:`fast_step` is what :func:`latentfast.sfvq.fit.train_step` runs when :func:`fast_step_why_not` finds no
 reason against it; the result is the autograd path's (same assignments, same Adam arithmetic as
 ``torch.optim.Adam(fused=True)``, loss within ~1e-7 relative: it is summed in float64).  See
-csrc/sfvq_step/sfvq_step.h for the arithmetic.
+csrc/sfvq_step/sfvq_step.h for the arithmetic.  :func:`latentfast.sfvq.fit.fit_sfvq` checks once per stage and
+keeps a :class:`Stepper` (the call's constants fixed) for the stage's steps.
 
 Why the Adam update stays dense.  At batch 64 only 2 x 64 rows of the vertex gradient are non-zero, but Adam
 moves every row with a history: for a row with zero gradient, k steps after its last touch,
