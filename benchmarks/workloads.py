@@ -712,9 +712,42 @@ def run_fit(cfg: dict, device: str) -> dict:
             t = time_calls(lambda n=n: [st(bs) for _ in range(n)], device, cfg["repeats"])
             rows.append(row(f"latentfast {b} batch={bs}", "reference" if b == "reference" else "backend", t, n,
                             "s/step", backend=b))
+    # --- the floor of an exact step at the largest batch: the one GEMM every exact nearest-point search needs
+    # (x @ dithered^T), and what a step costs beyond it (the vertex-gradient scatter of 2 x B rows and a fused
+    # Adam update of all M x D vertices); ratio_to_floor of the rows at that batch is against their sum
+    x = data[:biggest]
+    ct = curve[1:].t().contiguous()
+    t_mm = time_calls(lambda: torch.mm(x, ct), device, cfg["repeats"])
+    fv = curve.detach().clone().requires_grad_(True)
+    fopt = _adam(fv, 1e-3)
+    fidx = torch.randint(0, M - 1, (biggest,), generator=torch.Generator().manual_seed(9)).to(device)
+    flam = lams[0]
+    fres = (x - curve[fidx]) * (2.0 / (biggest * D))
+
+    def scatter_adam():
+        g = torch.zeros_like(fv)
+        w = flam[fidx].unsqueeze(1)
+        g.index_add_(0, fidx, fres - fres * w)
+        g.index_add_(0, fidx + 1, fres * w)
+        fv.grad = g
+        fopt.step()
+    t_sa = time_calls(scatter_adam, device, cfg["repeats"])
+    floor_rows = [
+        row(f"floor batch={biggest}: torch.mm", "floor", t_mm, 1, "s/step",
+            note=f"torch.mm ({biggest} x {D}) @ ({D} x {M - 1}), float32"),
+        row(f"floor batch={biggest}: scatter + fused Adam", "floor", t_sa, 1, "s/step",
+            note=f"vertex gradient of {biggest} rows (2 index_add_) + torch.optim.Adam(fused=True) over {M} x {D}"),
+        row(f"floor batch={biggest}: torch.mm + scatter + Adam", "floor", [a + b for a, b in zip(t_mm, t_sa)], 1,
+            "s/step", note="the two rows above, summed repeat by repeat"),
+    ]
+    rows += floor_rows
     for r in rows:
         r["steps_per_second"] = 1.0 / r["seconds_per_item_median"]
-    add_ratios(rows, pairs={r["name"]: f"baseline batch={r['name'].split('batch=')[1]}" for r in rows})
+    add_ratios(rows, pairs={r["name"]: f"baseline batch={r['name'].split('batch=')[1].split(':')[0]}" for r in rows})
+    floor = floor_rows[-1]
+    for r in rows:
+        if r["name"].endswith(f"batch={biggest}") and r["kind"] != "baseline":
+            r["ratio_to_floor"] = r["seconds_per_item_median"] / floor["seconds_per_item_median"]
 
     # --- the whole recipe: stages 4 -> recipe_vertices, one epoch each, batch 64, on the first recipe_latents
     lat = data[:cfg["recipe_latents"]]

@@ -187,6 +187,22 @@ def test_fit_reproducible_with_generator():
     assert not torch.equal(shuffled[0].vertices, runs[0].vertices)  # shuffle changes the batches
 
 
+def test_fit_logs_do_not_depend_on_when_the_batches_are_folded_in(monkeypatch):
+    """The per-batch loss, perplexity and counts are folded into the epoch sums in batch order, whenever that
+    happens: folding every 3 batches gives the very floats of folding once per epoch."""
+    from latentfast.sfvq import fit as sfvq_fit
+    _, x = noisy_polyline(320)
+    kw = dict(epochs_per_stage=2, batch_size=32, progress=False)
+    once, often = SFVQ(8, 16), SFVQ(8, 16)
+    once.fit(x, generator=_gen(7), **kw)
+    monkeypatch.setattr(sfvq_fit._Tally, "LIMIT", 3)  # 10 batches per epoch: folds mid-epoch too
+    often.fit(x, generator=_gen(7), **kw)
+    assert torch.equal(once.vertices, often.vertices)
+    for a, b in zip(once.training_log.stages, often.training_log.stages):
+        assert a.loss == b.loss and a.perplexity == b.perplexity
+        assert torch.equal(a.segment_counts, b.segment_counts)
+
+
 def test_fit_dtype_device_small_counts_and_progress(capsys, monkeypatch):
     from latentfast import _progress
 

@@ -125,3 +125,57 @@ def test_fast_step_refuses_nan_and_modifies_nothing():
         v[5, 1] = before[0][5, 1]
     assert torch.equal(v.detach(), before[0]) and torch.equal(opt.state[v]["exp_avg"], before[1])
     assert torch.equal(opt.state[v]["step"], before[2])
+
+
+@needs_native
+def test_fast_step_near_ties_take_the_second_pass_and_stay_exact():
+    """A grown curve shrunk to 1 % of its size around its mean, under D = 512 noise: every dithered point is at
+    almost the same distance, most rows cannot be certified from the K candidates and take the second,
+    bound-filtered pass; the assignment is still the float64 nearest dithered point (lowest index on ties) and
+    the steps those of the autograd path."""
+    from latentfast.ops.segment_assign import reference
+    curve, data, _ = _problem(5, 64, 1, noise=1.0, seed=3)
+    curve = fit.grow(curve, 2 * curve.shape[0] - 1)
+    mu = curve.mean(0)
+    curve = mu + 0.01 * (curve - mu)
+    lams = torch.rand(6, curve.shape[0] - 1, generator=torch.Generator().manual_seed(4))
+    v = curve.clone().requires_grad_(True)
+    opt = fit._adam(v, 1e-3)
+    st = _fast_step.Stepper(v, opt, data[:64])
+    second_pass_rows = 0
+    for i in range(lams.shape[0]):
+        x = data[(i % 4) * 64:(i % 4 + 1) * 64]
+        if i > 0:  # the native call on copies of the state, to read how many rows took the second pass
+            state = opt.state[v]
+            idx = torch.empty(64, dtype=torch.int64)
+            _, status, rows = native_module().sfvq_step_cpu(
+                v.detach().clone(), state["exp_avg"].clone(), state["exp_avg_sq"].clone(), x, lams[i],
+                float(state["step"]) + 1, 1e-3, 0.9, 0.999, 1e-8, reference.gemm_error_bound(v.shape[1], v.dtype),
+                reference.NUM_CANDIDATES, 8, True, idx)
+            assert status == 0
+            second_pass_rows += rows
+            dith = (v[:-1] + lams[i].unsqueeze(1) * (v[1:] - v[:-1])).detach().double()
+            d64 = ((x.double().unsqueeze(1) - dith.unsqueeze(0)) ** 2).sum(-1)
+            lowest = (d64 == d64.min(1, keepdim=True).values).to(torch.int64).argmax(1)
+            assert torch.equal(idx, lowest)
+        st.step(x, lams[i])
+    assert second_pass_rows > 5 * 64 // 4
+    ref, _, ref_losses, ref_idx = _train(curve, data, lams, 64, fast=False)
+    fast, _, fast_losses, fast_idx = _train(curve, data, lams, 64, fast=True)
+    assert torch.equal(fast_idx, ref_idx) and torch.equal(fast, ref)
+    assert float(((fast_losses - ref_losses).abs() / ref_losses.abs()).max()) <= 1e-6
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_perplexities_equal_the_per_batch_perplexity_bit_for_bit(threads):
+    torch.set_num_threads(threads)
+    g = torch.Generator().manual_seed(0)
+    for s in [1, 3, 7, 8, 9, 63, 255, 1023, 2047, 2048, 3000]:
+        for k in [1, 5, 40]:
+            counts = torch.zeros(k, s, dtype=torch.int64)
+            for r in range(k):  # batch-like rows: 64 choices among the s segments, some rows all zero
+                if r % 7 != 6:
+                    counts[r] = torch.bincount(torch.randint(0, s, (64,), generator=g), minlength=s)
+            got = fit._perplexities(counts)
+            want = [float(fit._perplexity(c)) for c in counts]
+            assert got == want, (s, k)

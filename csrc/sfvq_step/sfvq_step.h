@@ -9,7 +9,9 @@
 //   * dithered point j: a + lam_j (b - a) with a = v_j, b = v_{j+1}, in the vertices' dtype (torch's order);
 //   * nearest dithered point: the segment_assign kernel's method in vertex mode (one GEMM of the shifted
 //     rows, cheap expanded distances, the K best re-scored in float64, certified by the rigorous rounding bound
-//     of reference.gemm_error_bound; rows it cannot certify are solved by a float64 brute force here);
+//     of reference.gemm_error_bound; a row it cannot certify re-scores every dithered point the bound does not
+//     rule out — the float64 brute force's answer at a fraction of its cost; NaN/overflow rows take the brute
+//     force itself);
 //   * gradient: g_i = (2 / (B D)) (p_i - x_i), summed per dithered point in batch order, then to the vertices
 //     as autograd sums them: grad v_j = (G_j - G_j lam_j) + G_{j-1} lam_{j-1}  (only 2 x B rows non-zero; no
 //     dense gradient is formed);
@@ -32,7 +34,7 @@ namespace latentfast {
 // index_out: (B,) int64 contiguous -> nearest dithered point per row.
 // Returns {loss, status, brute}: loss = mean squared error over B x D (computed in float64); status 0 = done,
 // 1 = x holds NaN/Inf, 2 = the vertices (or lam) hold NaN/Inf or overflow (with status != 0 nothing was
-// modified); brute = rows the certification left to the float64 brute force.
+// modified); brute = rows the certification left to the second pass (or the brute force).
 std::tuple<double, int64_t, int64_t> sfvq_step_cpu(at::Tensor& vertices, at::Tensor& exp_avg,
                                                    at::Tensor& exp_avg_sq, const at::Tensor& x,
                                                    const at::Tensor& lam, double step, double lr, double beta1,

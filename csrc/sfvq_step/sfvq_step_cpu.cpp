@@ -116,14 +116,104 @@ bool cpu_has_fma() {
 #endif
 }
 
-// Dithered point j into out (the forward's a + lam (b - a), in T).
+// --- the cheap side of the assignment (its rounding only moves candidates within the certified bound, never
+// the exact answer).  Bodies are compiled twice like the Adam row: baseline ISA and an AVX2 clone.
+
+// mu += every vertex row in float64 (mu zeroed by the caller).
 template <typename T>
-inline void dithered(const T* V, const T* lam, int64_t j, int64_t D, T* out) {
-  const T* a = V + j * D;
-  const T* b = a + D;
-  const T l = lam[j];
+__attribute__((always_inline)) inline void vertex_sum_body(const T* V, int64_t M, int64_t D, double* mu) {
+  for (int64_t j = 0; j < M; ++j) {
+    const T* r = V + j * D;
 #pragma omp simd
-  for (int64_t q = 0; q < D; ++q) out[q] = a[q] + l * (b[q] - a[q]);
+    for (int64_t q = 0; q < D; ++q) mu[q] += static_cast<double>(r[q]);
+  }
+}
+
+// Rows j0..j1 of the dithered points p_j = a + lam_j (b - a) into P (elementwise IEEE: the very values of
+// dithered()), their shifted roundings c~_j = round(p_j - mu) into C, |c~_j|^2 in float64 and in T.
+template <typename T>
+__attribute__((always_inline)) inline void shifted_dithered_body(const T* V, const T* lam, const double* mu,
+                                                                 int64_t j0, int64_t j1, int64_t D, T* P, T* C,
+                                                                 T* cc, double* cn) {
+  for (int64_t j = j0; j < j1; ++j) {
+    const T* a = V + j * D;
+    const T* b = a + D;
+    const T l = lam[j];
+    T* cj = C + j * D;
+    T* pj = P + j * D;
+    double s = 0.0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t q = 0; q < D; ++q) {
+      const T p = a[q] + l * (b[q] - a[q]);
+      pj[q] = p;
+      const T r = static_cast<T>(static_cast<double>(p) - mu[q]);
+      cj[q] = r;
+      s += static_cast<double>(r) * static_cast<double>(r);
+    }
+    cc[j] = static_cast<T>(s);
+    cn[j] = s;
+  }
+}
+
+// One contiguous row of x shifted by mu into o; returns {|x - mu|^2 in float64, |o|^2}.
+template <typename T>
+__attribute__((always_inline)) inline void shifted_row_body(const T* p, const double* mu, int64_t D, T* o,
+                                                            double* s64_out, double* sc_out) {
+  double s64 = 0.0, sc = 0.0;
+#pragma omp simd reduction(+ : s64, sc)
+  for (int64_t q = 0; q < D; ++q) {
+    const double d = static_cast<double>(p[q]) - mu[q];
+    s64 += d * d;
+    const T r = static_cast<T>(d);
+    o[q] = r;
+    sc += static_cast<double>(r) * static_cast<double>(r);
+  }
+  *s64_out = s64;
+  *sc_out = sc;
+}
+
+#define LATENTFAST_CHEAP_CLONES(T)                                                                            \
+  __attribute__((target("avx2,fma"))) void vertex_sum_avx2(const T* V, int64_t M, int64_t D, double* mu) {   \
+    vertex_sum_body(V, M, D, mu);                                                                             \
+  }                                                                                                           \
+  __attribute__((target("avx2,fma"))) void shifted_dithered_avx2(const T* V, const T* lam, const double* mu, \
+                                                                 int64_t j0, int64_t j1, int64_t D, T* P,     \
+                                                                 T* C, T* cc, double* cn) {                   \
+    shifted_dithered_body(V, lam, mu, j0, j1, D, P, C, cc, cn);                                               \
+  }                                                                                                           \
+  __attribute__((target("avx2,fma"))) void shifted_row_avx2(const T* p, const double* mu, int64_t D, T* o,   \
+                                                            double* s64, double* sc) {                        \
+    shifted_row_body(p, mu, D, o, s64, sc);                                                                   \
+  }
+#ifdef LATENTFAST_HAVE_FMA_CLONE
+LATENTFAST_CHEAP_CLONES(float)
+LATENTFAST_CHEAP_CLONES(double)
+#endif
+#undef LATENTFAST_CHEAP_CLONES
+
+template <typename T>
+void vertex_sum(const T* V, int64_t M, int64_t D, double* mu, bool avx2) {
+#ifdef LATENTFAST_HAVE_FMA_CLONE
+  if (avx2) return vertex_sum_avx2(V, M, D, mu);
+#endif
+  vertex_sum_body(V, M, D, mu);
+}
+
+template <typename T>
+void shifted_dithered(const T* V, const T* lam, const double* mu, int64_t j0, int64_t j1, int64_t D, T* P, T* C,
+                      T* cc, double* cn, bool avx2) {
+#ifdef LATENTFAST_HAVE_FMA_CLONE
+  if (avx2) return shifted_dithered_avx2(V, lam, mu, j0, j1, D, P, C, cc, cn);
+#endif
+  shifted_dithered_body(V, lam, mu, j0, j1, D, P, C, cc, cn);
+}
+
+template <typename T>
+void shifted_row(const T* p, const double* mu, int64_t D, T* o, double* s64, double* sc, bool avx2) {
+#ifdef LATENTFAST_HAVE_FMA_CLONE
+  if (avx2) return shifted_row_avx2(p, mu, D, o, s64, sc);
+#endif
+  shifted_row_body(p, mu, D, o, s64, sc);
 }
 
 template <typename T>
@@ -152,12 +242,9 @@ std::tuple<double, int64_t, int64_t> run(at::Tensor& vertices, at::Tensor& exp_a
   const bool certify = K < S;
 
   // --- the shift: the float64 mean vertex (any fixed vector keeps the bound valid; this one keeps it small)
+  const bool avx2 = cpu_has_fma();
   std::vector<double> mu(D, 0.0);
-  for (int64_t j = 0; j < M; ++j) {
-    const T* r = V + j * D;
-#pragma omp simd
-    for (int64_t q = 0; q < D; ++q) mu[q] += static_cast<double>(r[q]);
-  }
+  vertex_sum(V, M, D, mu.data(), avx2);
   for (int64_t q = 0; q < D; ++q) mu[q] /= static_cast<double>(M);
 
   // --- dithered points, shifted and rounded for the GEMM, with |c~_j|^2 and max |c~_j|
@@ -165,21 +252,10 @@ std::tuple<double, int64_t, int64_t> run(at::Tensor& vertices, at::Tensor& exp_a
   T* C = c.data_ptr<T>();
   std::vector<T> cc(S);
   std::vector<double> cn(S);
+  at::Tensor pd = at::empty({S, D}, vertices.options());  // the dithered points themselves, for exact scoring
+  T* Pd = pd.data_ptr<T>();
   at::parallel_for(0, S, std::max<int64_t>(1, 65536 / std::max<int64_t>(D, 1)), [&](int64_t j0, int64_t j1) {
-    std::vector<T> pj(D);
-    for (int64_t j = j0; j < j1; ++j) {
-      dithered(V, lam, j, D, pj.data());
-      T* cj = C + j * D;
-      double s = 0.0;
-#pragma omp simd reduction(+ : s)
-      for (int64_t q = 0; q < D; ++q) {
-        const T r = static_cast<T>(static_cast<double>(pj[q]) - mu[q]);
-        cj[q] = r;
-        s += static_cast<double>(r) * static_cast<double>(r);
-      }
-      cc[j] = static_cast<T>(s);
-      cn[j] = s;
-    }
+    shifted_dithered(V, lam, mu.data(), j0, j1, D, Pd, C, cc.data(), cn.data(), avx2);
   });
   double cmax2 = 0.0;
   for (int64_t j = 0; j < S; ++j) cmax2 = std::max(cmax2, cn[j]);
@@ -196,6 +272,7 @@ std::tuple<double, int64_t, int64_t> run(at::Tensor& vertices, at::Tensor& exp_a
   at::Tensor xs = at::empty({nb_rows, D}, vertices.options());
   at::Tensor G = at::empty({nb_rows, S}, vertices.options());
   std::vector<double> xnorm(nb_rows), xx(nb_rows);
+  std::vector<T> xrow(x.stride(1) == 1 ? 0 : D);  // a strided row gathered contiguously
   const at::Tensor cT = c.t();
   for (int64_t r0 = 0; r0 < B; r0 += nb_rows) {
     const int64_t nb = std::min(nb_rows, B - r0);
@@ -204,12 +281,11 @@ std::tuple<double, int64_t, int64_t> run(at::Tensor& vertices, at::Tensor& exp_a
       const T* p = X + (r0 + r) * xs0;
       T* o = XS + r * D;
       double s64 = 0.0, sc = 0.0;
-#pragma omp simd reduction(+ : s64, sc)
-      for (int64_t q = 0; q < D; ++q) {
-        const double d = static_cast<double>(p[q * xs1]) - mu[q];
-        s64 += d * d;
-        o[q] = static_cast<T>(d);
-        sc += static_cast<double>(o[q]) * static_cast<double>(o[q]);
+      if (xs1 == 1) {
+        shifted_row(p, mu.data(), D, o, &s64, &sc, avx2);
+      } else {
+        for (int64_t q = 0; q < D; ++q) xrow[q] = p[q * xs1];
+        shifted_row(xrow.data(), mu.data(), D, o, &s64, &sc, avx2);
       }
       if (!std::isfinite(s64)) bad_x = true;
       xnorm[r] = std::sqrt(s64);
@@ -224,7 +300,6 @@ std::tuple<double, int64_t, int64_t> run(at::Tensor& vertices, at::Tensor& exp_a
     at::parallel_for(0, nb, grain, [&](int64_t rb, int64_t re) {
       std::vector<T> dd(kChunk);
       std::vector<double> x64(D);
-      std::vector<T> pj(D);
       TopK top;
       for (int64_t r = rb; r < re; ++r) {
         const T* g = Gp + r * gs;
@@ -263,8 +338,7 @@ std::tuple<double, int64_t, int64_t> run(at::Tensor& vertices, at::Tensor& exp_a
         for (int64_t s = 0; s < K; ++s) {
           if (top.v[s] - bound > best_d) break;  // sorted: no later candidate can win
           const int64_t j = top.i[s];
-          dithered(V, lam, j, D, pj.data());
-          const double dj = sq_dist(x64.data(), pj.data(), D);
+          const double dj = sq_dist(x64.data(), Pd + j * D, D);
           if (dj < best_d || (dj == best_d && j < best_j)) {
             best_d = dj;
             best_j = j;
@@ -272,13 +346,27 @@ std::tuple<double, int64_t, int64_t> run(at::Tensor& vertices, at::Tensor& exp_a
         }
         bool u = bad || !std::isfinite(best_d);
         if (certify && !u) u = !(std::isfinite(top.v[K - 1]) && top.v[K - 1] - bound > best_d);
-        if (u) {
-          // a near-tie beyond K candidates (or an overflow): float64 brute force over every dithered point
+        if (u && !bad && std::isfinite(best_d)) {
+          // a near-tie beyond the K candidates: re-score exactly every dithered point the bound does not rule
+          // out (cheap distance - bound <= the best exact distance so far).  Every point that can reach the
+          // exact minimum passes, so this is the float64 brute force's answer (ties to the lowest index).
+          for (int64_t j = 0; j < S; ++j) {
+            const T v = xxr - T(2) * g[j] + cc[j];
+            const double w = static_cast<double>(v > T(0) ? v : T(0));
+            if (w - bound > best_d) continue;
+            const double dj = sq_dist(x64.data(), Pd + j * D, D);
+            if (dj < best_d || (dj == best_d && j < best_j)) {
+              best_d = dj;
+              best_j = j;
+            }
+          }
+          unsure[r0 + r] = 1;
+        } else if (u) {
+          // NaN or an overflow in the cheap distances: float64 brute force over every dithered point
           best_d = std::numeric_limits<double>::infinity();
           best_j = 0;
           for (int64_t j = 0; j < S; ++j) {
-            dithered(V, lam, j, D, pj.data());
-            const double dj = sq_dist(x64.data(), pj.data(), D);
+            const double dj = sq_dist(x64.data(), Pd + j * D, D);
             if (dj < best_d) {
               best_d = dj;
               best_j = j;
@@ -311,10 +399,9 @@ std::tuple<double, int64_t, int64_t> run(at::Tensor& vertices, at::Tensor& exp_a
   }
   std::vector<T> Gd(touched.size() * D, T(0));
   {
-    std::vector<T> pj(D);
     for (int64_t i = 0; i < B; ++i) {
       const int64_t j = idx_o[i];
-      dithered(V, lam, j, D, pj.data());
+      const T* pj = Pd + j * D;
       T* gr = Gd.data() + slot[j] * D;
       const T* xr = X + i * xs0;
       for (int64_t q = 0; q < D; ++q) gr[q] = gr[q] + alpha * (pj[q] - xr[q * xs1]) * T(1);
@@ -337,7 +424,7 @@ std::tuple<double, int64_t, int64_t> run(at::Tensor& vertices, at::Tensor& exp_a
   const int64_t numel = M * D;
   // without FMA (torch's DEFAULT build) torch's vector lerp is the tail's arithmetic: every element takes it
   k.tail_start = !adam_fma ? 0 : adam_vec_width > 0 ? numel - numel % adam_vec_width : numel;
-  const bool fma_isa = cpu_has_fma();
+  const bool fma_isa = avx2;
   T* Pm = exp_avg.data_ptr<T>();
   T* Pv = exp_avg_sq.data_ptr<T>();
   const int64_t agrain = std::max<int64_t>(1, 32768 / std::max<int64_t>(D, 1));

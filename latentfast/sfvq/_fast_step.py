@@ -3,7 +3,8 @@
 :func:`fast_step` is what :func:`latentfast.sfvq.fit.train_step` runs when :func:`fast_step_why_not` finds no
 reason against it; the result is the autograd path's (same assignments, same Adam arithmetic as
 ``torch.optim.Adam(fused=True)``, loss within ~1e-7 relative: it is summed in float64).  See
-csrc/sfvq_step/sfvq_step.h for the arithmetic.
+csrc/sfvq_step/sfvq_step.h for the arithmetic.  :func:`latentfast.sfvq.fit.fit_sfvq` checks once per stage and
+keeps a :class:`Stepper` (the call's constants fixed) for the stage's steps.
 
 Why the Adam update stays dense.  At batch 64 only 2 x 64 rows of the vertex gradient are non-zero, but Adam
 moves every row with a history: for a row with zero gradient, k steps after its last touch,
@@ -17,14 +18,13 @@ rows skip the gradient load, and it runs as one threaded loop fused with the two
 """
 from __future__ import annotations
 
-import contextlib
 from typing import List, Tuple
 
+import numpy as np
 import torch
 
 from .._dispatch import native_module, native_why_not
 from ..ops.segment_assign import reference
-from ..ops.small_linalg._threads import single_threaded
 
 Tensor = torch.Tensor
 
@@ -99,34 +99,63 @@ def fast_step_why_not(vertices: Tensor, optimizer, x: Tensor, lam: Tensor, backe
     return reasons
 
 
+class Stepper:
+    """The native step bound to one (vertices, optimizer) pair, for many steps on batches like the first one.
+
+    Built from arguments :func:`fast_step_why_not` accepted; the constants of the call (vector layout, rounding
+    bound, whether the step is small enough for one thread) are fixed once.  ``step(x, lam)`` then assumes x
+    and lam of that shape, dtype and device (what :func:`latentfast.sfvq.fit.fit_sfvq` draws every batch) and
+    returns (loss as a float, rounded to the vertices' dtype; idx (B,) int64); a step below
+    :data:`SMALL_STEP` runs on one thread.  Raises ValueError for NaN/Inf in x or in the curve (nothing is
+    modified then)."""
+
+    def __init__(self, vertices: Tensor, optimizer: torch.optim.Adam, x: Tensor):
+        group = optimizer.param_groups[0]
+        self.vertices, self.group, self._states = vertices, group, optimizer.state  # looked up per step
+        beta1, beta2 = group["betas"]
+        width, fma = _torch_vector_layout(vertices.dtype)
+        self._consts = (float(beta1), float(beta2), float(group["eps"]),
+                        float(reference.gemm_error_bound(vertices.shape[1], vertices.dtype)),
+                        reference.NUM_CANDIDATES, width, fma)
+        self._dtype = vertices.dtype
+        self._native = native_module().sfvq_step_cpu
+        self.small = x.shape[0] * vertices.shape[0] * vertices.shape[1] < SMALL_STEP
+
+    def step(self, x: Tensor, lam: Tensor) -> Tuple[float, Tensor]:
+        v = self.vertices
+        state = self._states[v]
+        if not state:  # torch's lazy initialisation for fused Adam, at the first step
+            state["step"] = torch.zeros((), dtype=torch.float32, device=v.device)
+            state["exp_avg"] = torch.zeros_like(v, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(v, memory_format=torch.preserve_format)
+        idx = torch.empty(x.shape[0], dtype=torch.int64)
+        b1, b2, eps, bound, k, width, fma = self._consts
+        threads = torch.get_num_threads() if self.small else 1  # single_threaded, inline (called every step)
+        if threads != 1:
+            torch.set_num_threads(1)
+        try:  # plain pointers into the tensors: no autograd is involved
+            loss, status, _ = self._native(v, state["exp_avg"], state["exp_avg_sq"], x, lam,
+                                           float(state["step"]) + 1.0, float(self.group["lr"]), b1, b2, eps,
+                                           bound, k, width, fma, idx)
+        finally:
+            if threads != 1:
+                torch.set_num_threads(threads)
+        if status == 1:
+            raise ValueError(f"x: expected finite values, got NaN or Inf in the batch of shape {tuple(x.shape)}")
+        if status == 2:
+            raise ValueError("vertices: expected a finite curve and dither, got NaN/Inf or an overflow in the "
+                             "dithered points")
+        state["step"].add_(1)
+        v.grad = None
+        # the loss as a tensor of the vertices' dtype would hold: float32 rounds the float64 sum's mean
+        return (float(np.float32(loss)) if self._dtype == torch.float32 else loss), idx
+
+
 def fast_step(vertices: Tensor, optimizer: torch.optim.Adam, x: Tensor, lam: Tensor) -> Tuple[Tensor, Tensor]:
     """One training step in place (arguments accepted by :func:`fast_step_why_not`): (loss scalar, idx (B,)).
 
     Leaves ``vertices.grad`` None (no dense gradient is formed).  Raises ValueError for NaN/Inf in ``x`` or in
     the curve (nothing is modified then).
     """
-    group = optimizer.param_groups[0]
-    state = optimizer.state[vertices]
-    if not state:  # torch's lazy initialisation for fused Adam
-        state["step"] = torch.zeros((), dtype=torch.float32, device=vertices.device)
-        state["exp_avg"] = torch.zeros_like(vertices, memory_format=torch.preserve_format)
-        state["exp_avg_sq"] = torch.zeros_like(vertices, memory_format=torch.preserve_format)
-    beta1, beta2 = group["betas"]
-    step = float(state["step"]) + 1.0
-    width, fma = _torch_vector_layout(vertices.dtype)
-    bound = reference.gemm_error_bound(vertices.shape[1], vertices.dtype)
-    idx = torch.empty(x.shape[0], dtype=torch.int64)
-    lam = lam.contiguous()
-    small = x.shape[0] * vertices.shape[0] * vertices.shape[1] < SMALL_STEP
-    with torch.no_grad(), (single_threaded(vertices) if small else contextlib.nullcontext()):
-        loss, status, _ = native_module().sfvq_step_cpu(
-            vertices, state["exp_avg"], state["exp_avg_sq"], x, lam, step, float(group["lr"]), float(beta1),
-            float(beta2), float(group["eps"]), float(bound), reference.NUM_CANDIDATES, width, fma, idx)
-    if status == 1:
-        raise ValueError(f"x: expected finite values, got NaN or Inf in the batch of shape {tuple(x.shape)}")
-    if status == 2:
-        raise ValueError("vertices: expected a finite curve and dither, got NaN/Inf or an overflow in the "
-                         "dithered points")
-    state["step"].add_(1)
-    vertices.grad = None
+    loss, idx = Stepper(vertices, optimizer, x).step(x, lam.contiguous())
     return torch.tensor(loss, dtype=vertices.dtype), idx

@@ -59,6 +59,7 @@ import torch
 from .. import _checks, _io
 from .._progress import progress as progress_bar
 from ..ops.segment_assign import nearest_point, segment_assign
+from ..ops.small_linalg._threads import single_threaded
 from . import _fast_step, _files
 from . import checkpoint as _ckpt
 from ._data import Latents, group_means, ldexp, unscale_sq
@@ -245,6 +246,92 @@ def _perplexity(counts: Tensor) -> Tensor:
     return torch.exp(-(p * torch.log(p + 1e-10)).sum())
 
 
+#: torch splits a unary float op (its VML kernel) across threads from this many elements on
+_TORCH_UNARY_GRAIN = 2048
+
+
+def _perplexities(counts: Tensor) -> List[float]:
+    """[float(_perplexity(c)) for c in counts] for (k, S) counts, bit for bit, in a few whole-block ops.
+
+    The division, addition and product of :func:`_perplexity` are IEEE-exact elementwise; the log runs on a
+    padded block whose rows start 64-byte aligned like a fresh tensor, on one thread, so torch calls its log
+    kernel once per row of S elements, as on one row; the sum and the exp run per row as in
+    :func:`_perplexity`.  Rows long enough for torch to thread the log (S >= _TORCH_UNARY_GRAIN) and non-CPU
+    counts take :func:`_perplexity` row by row.
+    """
+    k, s = counts.shape
+    if counts.device.type != "cpu" or s >= _TORCH_UNARY_GRAIN:
+        return [float(_perplexity(c)) for c in counts]
+    pad = -(-s // 8) * 8  # 8 float64 = 64 bytes
+    block = torch.zeros(2, k, pad, dtype=torch.float64)
+    p, q = block[0, :, :s], block[1, :, :s]
+    with single_threaded(block):
+        torch.div(counts.to(torch.float64), counts.sum(1, keepdim=True).clamp_min(1), out=p)
+        torch.add(p, 1e-10, out=q)
+        torch.log(q, out=q)
+        torch.mul(p, q, out=q)
+    return [float(torch.exp(-q[r].sum())) for r in range(k)]
+
+
+class _Tally:
+    """The running epoch's per-batch loss, perplexity and segment counts, kept per step (no device round trip,
+    no small ops) and folded into the epoch's sums, in batch order, by :meth:`flush` — before every checkpoint
+    and at every epoch end, so sums, counts and checkpoints are those of a per-step update."""
+
+    #: batches held before the loop folds them in (bounds the memory of a long epoch)
+    LIMIT = 1024
+
+    def __init__(self, segments: int):
+        self.segments = segments
+        self.losses: List[Tensor] = []
+        self.idx: List[Tensor] = []
+        self.counts: List[Tensor] = []
+
+    def add(self, loss: Tensor, idx: Optional[Tensor] = None, counts: Optional[Tensor] = None) -> bool:
+        """Record one batch (its indices or its counts); True when :data:`LIMIT` batches are pending."""
+        self.losses.append(loss)
+        if idx is not None:
+            self.idx.append(idx)
+        else:
+            self.counts.append(counts)
+        return len(self.losses) >= self.LIMIT
+
+    def flush(self, seg_counts: Tensor, loss_sum: Tensor, perp_sum: Tensor) -> Tuple[Tensor, Tensor]:
+        """Add the pending batches: seg_counts in place; returns the new (loss_sum, perp_sum)."""
+        if not self.losses:
+            return loss_sum, perp_sum
+        s = self.segments
+        if self.idx:
+            idx = torch.stack(self.idx)
+            k = idx.shape[0]
+            rows = torch.arange(k, device=idx.device).unsqueeze(1) * s
+            counts = torch.bincount((idx + rows).reshape(-1), minlength=k * s).view(k, s)
+        else:
+            counts = torch.stack(self.counts)
+        with torch.no_grad():
+            seg_counts += counts.sum(0)
+        total = float(loss_sum)  # float64 sums in batch order, as a per-step `sum += value` makes them
+        for v in torch.stack(self.losses).to(torch.float64).cpu().tolist():
+            total += v
+        perp = float(perp_sum)
+        for v in _perplexities(counts):  # on the counts' device, as the per-step update computed them
+            perp += v
+        self.losses, self.idx, self.counts = [], [], []
+        return (torch.tensor(total, dtype=torch.float64, device=loss_sum.device),
+                torch.tensor(perp, dtype=torch.float64, device=perp_sum.device))
+
+
+def _stepper(vertices: Tensor, optimizer, rows: int, lam_len: int, chunk_size: Optional[int], comm: Comm):
+    """The native step prepared for a stage whose batches are (rows, D) and dithers (lam_len,), or None."""
+    if comm.active or chunk_size is not None:
+        return None
+    x = torch.empty(rows, vertices.shape[1], dtype=vertices.dtype, device=vertices.device)
+    lam = torch.empty(lam_len, dtype=vertices.dtype, device=vertices.device)
+    if _fast_step.fast_step_why_not(vertices, optimizer, x, lam, "auto"):
+        return None
+    return _fast_step.Stepper(vertices, optimizer, x)
+
+
 def _draw_uniform(n: int, generator: Optional[torch.Generator], device, dtype) -> Tensor:
     if generator is None:
         return torch.rand(n, device=device, dtype=dtype)
@@ -264,7 +351,8 @@ def _draw_permutation(n: int, generator: Optional[torch.Generator], device) -> T
 
 
 def train_step(vertices: Tensor, optimizer: torch.optim.Optimizer, x: Tensor, lam: Tensor, *,
-               chunk_size: Optional[int] = None, backend: str = "auto") -> Tuple[Tensor, Tensor]:
+               chunk_size: Optional[int] = None, backend: str = "auto",
+               stepper: Optional[_fast_step.Stepper] = None) -> Tuple[Tensor, Tensor]:
     """One SFVQ training step (the body of :func:`fit_sfvq`'s batch loop; also timed by benchmarks/).
 
     vertices (M, D) leaf tensor optimised by ``optimizer``; x (B, D) batch; lam (M - 1,) dither in [0, 1).
@@ -276,7 +364,13 @@ def train_step(vertices: Tensor, optimizer: torch.optim.Optimizer, x: Tensor, la
     whole step runs in one native call (latentfast/sfvq/_fast_step.py): the same assignments and Adam
     arithmetic, the loss summed in float64, and ``vertices.grad`` left None (no dense gradient is formed).
     Otherwise: autograd, with the dense vertex gradient in ``vertices.grad`` before ``optimizer.step()``.
+    ``stepper``: that native step already prepared for these vertices and optimizer (fit_sfvq makes one per
+    stage, :func:`_stepper`); the per-call checks are skipped, so x and lam must be like the batches it was
+    made for (shape, dtype, device; lam contiguous).
     """
+    if stepper is not None:
+        loss, idx = stepper.step(x, lam)
+        return torch.tensor(loss, dtype=vertices.dtype), idx
     if chunk_size is None and not _fast_step.fast_step_why_not(vertices, optimizer, x, lam, backend):
         return _fast_step.fast_step(vertices, optimizer, x, lam)
     # decode(j + lambda_j): floor is j itself because 0 <= lambda < 1
@@ -488,13 +582,22 @@ def fit_sfvq(
     run = {"world_size": comm.world_size, "rows_per_rank": rows_per_rank, "first_step": step, "steps": 0}
     log.runs.append(run)
     seconds_before, t0 = log.seconds, time.perf_counter()
-    stage = vertices = optimizer = seg_counts = gen_epoch = None
+    stage = vertices = optimizer = seg_counts = gen_epoch = tally = stepper = None
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     perp_sum = torch.zeros((), dtype=torch.float64, device=device)
     in_step, saved_at = False, None
 
+    def unscale(t: Tensor) -> Tensor:  # back to the latents' units (x 2^0 is x itself, bit for bit)
+        return ldexp(t, -shift) if shift else t
+
+    def flush():
+        nonlocal loss_sum, perp_sum
+        if tally is not None:
+            loss_sum, perp_sum = tally.flush(seg_counts, loss_sum, perp_sum)
+
     def save():
         nonlocal saved_at
+        flush()
         saved_at = step
         if path is None or comm.rank != 0:
             return
@@ -517,8 +620,9 @@ def fit_sfvq(
                 m = sizes[stage_no]
                 if not started:
                     if m != curve.shape[0]:
-                        curve = grow(curve, m, twin_eps)
-                    stage = SFVQStageLog(num_vertices=m, initial_vertices=ldexp(curve.detach(), -shift).cpu().clone())
+                        with single_threaded(curve):  # elementwise and gathers: the same bits on any thread count
+                            curve = grow(curve, m, twin_eps)
+                    stage = SFVQStageLog(num_vertices=m, initial_vertices=unscale(curve.detach()).cpu().clone())
                     vertices = curve.detach().clone().requires_grad_(True)
                     optimizer = _adam(vertices, lr)
                     seg_counts = torch.zeros(m - 1, dtype=torch.int64, device=device)
@@ -532,6 +636,8 @@ def fit_sfvq(
                     loss_sum, perp_sum = saved["loss_sum"].to(device), saved["perp_sum"].to(device)
                     gen_epoch = saved["generator_epoch"]
                 saved = None
+                tally = _Tally(m - 1)
+                stepper = _stepper(vertices, optimizer, part.stop - part.start, m - 1, chunk_size, comm)
                 while epoch < epochs:
                     for group in optimizer.param_groups:
                         group["lr"] = _lr_at_epoch(lr, epoch, epochs)
@@ -555,14 +661,14 @@ def fit_sfvq(
                         if comm.active:
                             loss, counts, stop = _dp_step(vertices, optimizer, x, lam, bsz, comm, interrupt.raised,
                                                           chunk_size=chunk_size)
+                            full = tally.add(loss.detach().clone(), counts=counts)  # not a view of the buffer
                         else:
-                            loss, idx = train_step(vertices, optimizer, x, lam, chunk_size=chunk_size)
-                            counts = torch.bincount(idx, minlength=m - 1)
+                            loss, idx = train_step(vertices, optimizer, x, lam, chunk_size=chunk_size,
+                                                   stepper=stepper)
+                            full = tally.add(loss.detach(), idx=idx)
                             stop = interrupt.raised
-                        with torch.no_grad():
-                            seg_counts += counts
-                            loss_sum += loss.detach().to(torch.float64)
-                            perp_sum += _perplexity(counts)
+                        if full:
+                            flush()
                         batch, step = batch + 1, step + 1
                         run["steps"] += 1
                         bar.update()
@@ -572,6 +678,7 @@ def fit_sfvq(
                             raise KeyboardInterrupt
                         if checkpoint_every is not None and step % checkpoint_every == 0:
                             save()
+                    flush()
                     stage.loss.append(unscale_sq(float(loss_sum) / num_batches, shift))
                     stage.perplexity.append(float(perp_sum) / num_batches)
                     bar.set_postfix_str(f"stage {stage_no + 1}/{len(sizes)} (M={m}) epoch {epoch + 1}/{epochs} "
@@ -583,7 +690,7 @@ def fit_sfvq(
                 seg = seg_counts.cpu()
                 stage.segment_counts = seg
                 stage.vertex_counts = torch.cat([seg, seg.new_zeros(1)]) + torch.cat([seg.new_zeros(1), seg])
-                stage.final_vertices = ldexp(curve, -shift).cpu().clone()
+                stage.final_vertices = unscale(curve).cpu().clone()
                 log.stages.append(stage)
                 stage_no, started = stage_no + 1, False
                 save()
@@ -595,4 +702,4 @@ def fit_sfvq(
 
     log.seconds = seconds_before + time.perf_counter() - t0
     log.mean_distance_sq = data.mean_distance_sq(curve, chunk_size)
-    return ldexp(curve, -shift), log
+    return unscale(curve), log
