@@ -13,7 +13,7 @@ import torch
 
 from latentfast import SFVQ, SFVQTrainingLog, segment_assign
 from latentfast.sfvq import fit as sfvq_fit
-from latentfast.sfvq import stage_sizes
+from latentfast.sfvq import stage_sizes, stages, training_log
 
 DATA = Path(__file__).parent / "data" / "sfvq_stylegan2_ffhq"
 
@@ -73,7 +73,7 @@ def test_stage_sizes():
 
 def test_twin_positions_doubling_is_authors_rule():
     # 8 -> 16: first half twins forward (i, i + eps), second half backward (i - eps, i)
-    pos = sfvq_fit.twin_positions(8, 16, 0.01).tolist()
+    pos = stages.twin_positions(8, 16, 0.01).tolist()
     expected = []
     for i in range(8):
         expected += [i, i + 0.01] if i < 4 else [i - 0.01, i]
@@ -81,7 +81,7 @@ def test_twin_positions_doubling_is_authors_rule():
 
 
 def test_twin_positions_partial_growth_spreads_twins():
-    pos = sfvq_fit.twin_positions(8, 11, 0.01)
+    pos = stages.twin_positions(8, 11, 0.01)
     assert pos.shape == (11,)
     assert bool((pos[1:] > pos[:-1]).all())
     assert set(range(8)) <= set(round(float(p)) for p in pos)  # every old vertex stays
@@ -89,7 +89,7 @@ def test_twin_positions_partial_growth_spreads_twins():
     # 3 twins of vertices floor((k + .5) 8 / 3) = 1, 4, 6: forward in the first half, backward in the second
     assert twins == pytest.approx([1.01, 3.99, 5.99])
     with pytest.raises(ValueError, match="new"):
-        sfvq_fit.twin_positions(8, 17)
+        stages.twin_positions(8, 17)
 
 
 def test_lr_schedule_matches_multisteplr():
@@ -126,7 +126,7 @@ def test_growth_keeps_previous_curve(num_vertices):
         assert float(a.distance_sq.max()) < 1e-10 * scale
         # ... at the fractional positions of the twin rule, in curve order
         where = (a.index + a.t).double()
-        expected = sfvq_fit.twin_positions(prev.num_vertices, cur.num_vertices)
+        expected = stages.twin_positions(prev.num_vertices, cur.num_vertices)
         torch.testing.assert_close(where, expected, rtol=0, atol=1e-4)
         # and the old vertices themselves are kept
         assert float(torch.cdist(old, new).min(dim=1).values.max()) < 1e-5 * math.sqrt(scale)
@@ -190,12 +190,11 @@ def test_fit_reproducible_with_generator():
 def test_fit_logs_do_not_depend_on_when_the_batches_are_folded_in(monkeypatch):
     """The per-batch loss, perplexity and counts are folded into the epoch sums in batch order, whenever that
     happens: folding every 3 batches gives the very floats of folding once per epoch."""
-    from latentfast.sfvq import fit as sfvq_fit
     _, x = noisy_polyline(320)
     kw = dict(epochs_per_stage=2, batch_size=32, progress=False)
     once, often = SFVQ(8, 16), SFVQ(8, 16)
     once.fit(x, generator=_gen(7), **kw)
-    monkeypatch.setattr(sfvq_fit._Tally, "LIMIT", 3)  # 10 batches per epoch: folds mid-epoch too
+    monkeypatch.setattr(training_log._Tally, "LIMIT", 3)  # 10 batches per epoch: folds mid-epoch too
     often.fit(x, generator=_gen(7), **kw)
     assert torch.equal(once.vertices, often.vertices)
     for a, b in zip(once.training_log.stages, often.training_log.stages):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from latentfast._dispatch import native_module
-from latentfast.sfvq import _fast_step, fit
+from latentfast.sfvq import _fast_step, fit, stages, training_log
 
 DATA = Path(__file__).parent / "data" / "sfvq_stylegan2_ffhq"
 needs_native = pytest.mark.skipif(native_module() is None or not hasattr(native_module(), "sfvq_step_cpu"),
@@ -135,7 +135,7 @@ def test_fast_step_near_ties_take_the_second_pass_and_stay_exact():
     the steps those of the autograd path."""
     from latentfast.ops.segment_assign import reference
     curve, data, _ = _problem(5, 64, 1, noise=1.0, seed=3)
-    curve = fit.grow(curve, 2 * curve.shape[0] - 1)
+    curve = stages.grow(curve, 2 * curve.shape[0] - 1)
     mu = curve.mean(0)
     curve = mu + 0.01 * (curve - mu)
     lams = torch.rand(6, curve.shape[0] - 1, generator=torch.Generator().manual_seed(4))
@@ -176,6 +176,6 @@ def test_perplexities_equal_the_per_batch_perplexity_bit_for_bit(threads):
             for r in range(k):  # batch-like rows: 64 choices among the s segments, some rows all zero
                 if r % 7 != 6:
                     counts[r] = torch.bincount(torch.randint(0, s, (64,), generator=g), minlength=s)
-            got = fit._perplexities(counts)
-            want = [float(fit._perplexity(c)) for c in counts]
+            got = training_log._perplexities(counts)
+            want = [float(training_log._perplexity(c)) for c in counts]
             assert got == want, (s, k)

@@ -101,7 +101,7 @@ class Latents:
 
     # -- whole-set passes, each over this rank's block only -------------------------------------------------
     def start_vertices(self, num: int) -> Tensor:
-        """Means of ``num`` equal groups of the latents sorted by norm (see :func:`fit.initial_vertices`),
+        """Means of ``num`` equal groups of the latents sorted by norm (see :func:`stages.initial_vertices`),
         (num, D) in the working dtype, in scaled units.  Sums in float64; the same on every rank."""
         if self.n < num:
             raise ValueError(f"latents: expected at least {num} rows to form the {num} starting vertices, "

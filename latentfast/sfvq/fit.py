@@ -50,184 +50,23 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 
 from .. import _checks, _io
 from .._progress import progress as progress_bar
-from ..ops.segment_assign import nearest_point, segment_assign
+from ..ops.segment_assign import nearest_point
 from ..ops.small_linalg._threads import single_threaded
 from . import _fast_step, _files
 from . import checkpoint as _ckpt
-from ._data import Latents, group_means, ldexp, unscale_sq
+from ._data import Latents, ldexp, unscale_sq
 from .distributed import Comm, split
+from .stages import TWIN_EPS, grow, initial_vertices, stage_sizes
+from .training_log import SFVQStageLog, SFVQTrainingLog, _Tally
 
 Tensor = torch.Tensor
-
-#: fraction of a segment between a vertex and its new twin (the authors' codebook-extension eps)
-TWIN_EPS = 0.01
-#: the authors start every curve with this many vertices
-START_VERTICES = 4
-
-
-@dataclass
-class SFVQStageLog:
-    """One stage of :func:`fit_sfvq`.
-
-    num_vertices:      M of this stage
-    loss:              per epoch, mean over batches of the batch MSE (mean over the batch's N_b x D entries)
-    perplexity:        per epoch, mean over batches of exp(entropy) of the batch's segment usage (the authors'
-                       logged metric; at most M - 1)
-    segment_counts:    (M - 1,) int64, how often each segment's dithered point was chosen over the whole stage
-    vertex_counts:     (M,) int64, the authors' vertex usage: a choice of segment j counts for vertices j and j+1
-    initial_vertices:  (M, D) the curve right after growing (before this stage's first step), on the CPU
-    final_vertices:    (M, D) the curve at the end of the stage, on the CPU
-    """
-
-    num_vertices: int
-    loss: List[float] = field(default_factory=list)
-    perplexity: List[float] = field(default_factory=list)
-    segment_counts: Optional[Tensor] = None
-    vertex_counts: Optional[Tensor] = None
-    initial_vertices: Optional[Tensor] = None
-    final_vertices: Optional[Tensor] = None
-
-    def to_dict(self) -> dict:
-        """Plain containers and tensors (what SFVQ files and checkpoints hold)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SFVQStageLog":
-        return cls(**{f.name: d[f.name] for f in fields(cls)})
-
-
-@dataclass
-class SFVQTrainingLog:
-    """What :meth:`SFVQ.fit` did: one :class:`SFVQStageLog` per stage, plus the final curve's exact quality.
-
-    mean_distance_sq: mean over all latents of the squared distance to the final curve (exact nearest point on
-                      any segment, via :func:`latentfast.segment_assign`); divide by D for a per-entry MSE
-    seconds:          wall-clock training time (summed over resumed runs)
-    init:             "data" or "randn" (the start)
-    scale_log2:       s: the fit ran on latents * 2^s (0 unless their magnitude is extreme; see the module doc)
-    world_size:       processes of the (last) run; rows_per_rank: rows of each global batch per rank
-    runs:             one dict per run (the first, then each resume): world_size, rows_per_rank, first_step,
-                      steps — so a file shows how its curve was made
-    """
-
-    stages: List[SFVQStageLog] = field(default_factory=list)
-    mean_distance_sq: float = float("nan")
-    batch_size: int = 0
-    seconds: float = 0.0
-    init: str = "data"
-    scale_log2: int = 0
-    world_size: int = 1
-    rows_per_rank: List[int] = field(default_factory=list)
-    runs: List[dict] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        """Plain containers and tensors (what SFVQ files and checkpoints hold)."""
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
-        d["stages"] = [s.to_dict() for s in self.stages]
-        d["runs"] = [dict(r) for r in self.runs]
-        d["rows_per_rank"] = list(self.rows_per_rank)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SFVQTrainingLog":
-        kw = {f.name: d[f.name] for f in fields(cls)}
-        kw["stages"] = [SFVQStageLog.from_dict(s) for s in d["stages"]]
-        kw["runs"] = [dict(r) for r in d["runs"]]
-        kw["rows_per_rank"] = list(d["rows_per_rank"])
-        return cls(**kw)
-
-    @property
-    def final_loss(self) -> float:
-        """Last epoch's training loss of the last stage (dithered MSE per entry)."""
-        return self.stages[-1].loss[-1]
-
-    @property
-    def final_perplexity(self) -> float:
-        """Last epoch's perplexity of the last stage."""
-        return self.stages[-1].perplexity[-1]
-
-    @property
-    def vertex_counts(self) -> Tensor:
-        """(M,) vertex usage of the last stage."""
-        return self.stages[-1].vertex_counts
-
-
-def stage_sizes(num_vertices: int) -> List[int]:
-    """Vertex counts of the stages, e.g. 16 -> [4, 8, 16], 12 -> [4, 8, 12], 5 -> [4, 5], 3 -> [3]."""
-    if num_vertices <= START_VERTICES:
-        return [num_vertices]
-    sizes = [START_VERTICES]
-    while 2 * sizes[-1] < num_vertices:
-        sizes.append(2 * sizes[-1])
-    sizes.append(num_vertices)
-    return sizes
-
-
-def initial_vertices(latents: Tensor, num: int = START_VERTICES) -> Tensor:
-    """Means of ``num`` equal groups of the latents sorted by norm: (num, D), in the latents' dtype.
-
-    Each group has ``N // num`` rows; the last ``N % num`` rows of the sorted order are not used (as in the
-    authors' initialisation).  Needs N >= num.  A stable sort makes ties in the norm deterministic; the sums
-    run in float64.
-    """
-    n = latents.shape[0]
-    if n < num:
-        raise ValueError(f"latents: expected at least {num} rows to form the {num} starting vertices, got {n}")
-    norms = torch.linalg.vector_norm(latents, dim=1)
-    return group_means(norms, num, lambda: [(slice(0, n), latents)], latents.shape[1], Comm(None),
-                       latents.device).to(latents.dtype)
-
-
-def twin_positions(old: int, new: int, eps: float = TWIN_EPS) -> Tensor:
-    """Fractional indices (float64, (new,)) of the grown curve's vertices on the old curve of ``old`` vertices.
-
-    ``old < new <= 2 * old``.  With ``new == 2 * old`` every vertex is twinned (the authors' doubling);
-    otherwise ``new - old`` vertices spread evenly along the curve are.  A twin of vertex i sits at i + eps in
-    the first half of the curve (i < old // 2) and at i - eps in the second half, so the positions are
-    strictly increasing and every grown vertex lies on the old curve.
-    """
-    if not old < new <= 2 * old:
-        raise ValueError(f"new: expected {old} < new <= {2 * old} when growing a curve of {old} vertices, got {new}")
-    r = new - old
-    twinned = set(int((k + 0.5) * old / r) for k in range(r))
-    pos: List[float] = []
-    for i in range(old):
-        if i in twinned and i < old // 2:
-            pos += [float(i), i + eps]
-        elif i in twinned:
-            pos += [i - eps, float(i)]
-        else:
-            pos.append(float(i))
-    return torch.tensor(pos, dtype=torch.float64)
-
-
-def decode_on(vertices: Tensor, fractional_index: Tensor) -> Tensor:
-    """Points at fractional positions of a polyline: c_f + (s - f) (c_{f+1} - c_f), f = clamp(floor(s), 0, M-2).
-
-    vertices (M, D) with M >= 2; fractional_index (...) real; returns (..., D) in the vertices' dtype.
-    Differentiable in ``vertices``.  No range check here (see :meth:`SFVQ.decode`).
-    """
-    m = vertices.shape[0]
-    s = fractional_index.to(device=vertices.device)
-    f = torch.floor(s).clamp(0, m - 2).to(torch.int64)
-    frac = (s - f).to(vertices.dtype).unsqueeze(-1)
-    a = vertices[f]
-    return a + frac * (vertices[f + 1] - a)
-
-
-def grow(vertices: Tensor, new: int, eps: float = TWIN_EPS) -> Tensor:
-    """The curve with ``new`` vertices that traces ``vertices`` (see :func:`twin_positions`)."""
-    pos = twin_positions(vertices.shape[0], new, eps)
-    # fractional index in float64 so i + eps is exact enough; the interpolation itself runs in the curve's dtype
-    return decode_on(vertices, pos)
 
 
 def _lr_at_epoch(lr: float, epoch: int, epochs: int) -> float:
@@ -239,86 +78,6 @@ def _lr_at_epoch(lr: float, epoch: int, epochs: int) -> float:
     milestones = [int(epochs * 0.6), int(epochs * 0.8)]
     drops = sum(1 for m in milestones if m <= epoch)
     return lr * 0.5 ** drops
-
-
-def _perplexity(counts: Tensor) -> Tensor:
-    p = counts.to(torch.float64) / counts.sum().clamp_min(1)
-    return torch.exp(-(p * torch.log(p + 1e-10)).sum())
-
-
-#: torch splits a unary float op (its VML kernel) across threads from this many elements on
-_TORCH_UNARY_GRAIN = 2048
-
-
-def _perplexities(counts: Tensor) -> List[float]:
-    """[float(_perplexity(c)) for c in counts] for (k, S) counts, bit for bit, in a few whole-block ops.
-
-    The division, addition and product of :func:`_perplexity` are IEEE-exact elementwise; the log runs on a
-    padded block whose rows start 64-byte aligned like a fresh tensor, on one thread, so torch calls its log
-    kernel once per row of S elements, as on one row; the sum and the exp run per row as in
-    :func:`_perplexity`.  Rows long enough for torch to thread the log (S >= _TORCH_UNARY_GRAIN) and non-CPU
-    counts take :func:`_perplexity` row by row.
-    """
-    k, s = counts.shape
-    if counts.device.type != "cpu" or s >= _TORCH_UNARY_GRAIN:
-        return [float(_perplexity(c)) for c in counts]
-    pad = -(-s // 8) * 8  # 8 float64 = 64 bytes
-    block = torch.zeros(2, k, pad, dtype=torch.float64)
-    p, q = block[0, :, :s], block[1, :, :s]
-    with single_threaded(block):
-        torch.div(counts.to(torch.float64), counts.sum(1, keepdim=True).clamp_min(1), out=p)
-        torch.add(p, 1e-10, out=q)
-        torch.log(q, out=q)
-        torch.mul(p, q, out=q)
-    return [float(torch.exp(-q[r].sum())) for r in range(k)]
-
-
-class _Tally:
-    """The running epoch's per-batch loss, perplexity and segment counts, kept per step (no device round trip,
-    no small ops) and folded into the epoch's sums, in batch order, by :meth:`flush` — before every checkpoint
-    and at every epoch end, so sums, counts and checkpoints are those of a per-step update."""
-
-    #: batches held before the loop folds them in (bounds the memory of a long epoch)
-    LIMIT = 1024
-
-    def __init__(self, segments: int):
-        self.segments = segments
-        self.losses: List[Tensor] = []
-        self.idx: List[Tensor] = []
-        self.counts: List[Tensor] = []
-
-    def add(self, loss: Tensor, idx: Optional[Tensor] = None, counts: Optional[Tensor] = None) -> bool:
-        """Record one batch (its indices or its counts); True when :data:`LIMIT` batches are pending."""
-        self.losses.append(loss)
-        if idx is not None:
-            self.idx.append(idx)
-        else:
-            self.counts.append(counts)
-        return len(self.losses) >= self.LIMIT
-
-    def flush(self, seg_counts: Tensor, loss_sum: Tensor, perp_sum: Tensor) -> Tuple[Tensor, Tensor]:
-        """Add the pending batches: seg_counts in place; returns the new (loss_sum, perp_sum)."""
-        if not self.losses:
-            return loss_sum, perp_sum
-        s = self.segments
-        if self.idx:
-            idx = torch.stack(self.idx)
-            k = idx.shape[0]
-            rows = torch.arange(k, device=idx.device).unsqueeze(1) * s
-            counts = torch.bincount((idx + rows).reshape(-1), minlength=k * s).view(k, s)
-        else:
-            counts = torch.stack(self.counts)
-        with torch.no_grad():
-            seg_counts += counts.sum(0)
-        total = float(loss_sum)  # float64 sums in batch order, as a per-step `sum += value` makes them
-        for v in torch.stack(self.losses).to(torch.float64).cpu().tolist():
-            total += v
-        perp = float(perp_sum)
-        for v in _perplexities(counts):  # on the counts' device, as the per-step update computed them
-            perp += v
-        self.losses, self.idx, self.counts = [], [], []
-        return (torch.tensor(total, dtype=torch.float64, device=loss_sum.device),
-                torch.tensor(perp, dtype=torch.float64, device=perp_sum.device))
 
 
 def _stepper(vertices: Tensor, optimizer, rows: int, lam_len: int, chunk_size: Optional[int], comm: Comm):

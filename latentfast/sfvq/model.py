@@ -14,6 +14,8 @@ from .. import _checks
 from ..ops.segment_assign import SegmentAssignment, segment_assign
 from . import _files
 from . import fit as _fit
+from .stages import TWIN_EPS, decode_on
+from .training_log import SFVQTrainingLog
 
 Tensor = torch.Tensor
 
@@ -35,7 +37,7 @@ class SFVQ(nn.Module):
         dim = _checks.check_int("dim", dim, low=1)
         self.vertices = nn.Parameter(torch.zeros(num_vertices, dim))
         #: the :class:`SFVQTrainingLog` of the fit that made this curve (kept by :meth:`save`), else None
-        self.training_log: Optional[_fit.SFVQTrainingLog] = None
+        self.training_log: Optional[SFVQTrainingLog] = None
 
     # -- construction -------------------------------------------------------------------------------------
     @classmethod
@@ -73,14 +75,14 @@ class SFVQ(nn.Module):
         shuffle: bool = False,
         progress: bool = True,
         generator: Optional[torch.Generator] = None,
-        twin_eps: float = _fit.TWIN_EPS,
+        twin_eps: float = TWIN_EPS,
         chunk_size: Optional[int] = None,
         checkpoint=None,
         checkpoint_every: Optional[int] = None,
         resume: bool = False,
         init: str = "data",
         process_group=None,
-    ) -> "_fit.SFVQTrainingLog":
+    ) -> SFVQTrainingLog:
         """Train the curve on ``latents`` (N, D = dim) with the authors' recipe (see :mod:`latentfast.sfvq.fit`).
 
         Starts from the latents' norm-quartile means (``init="data"``; the published train.py starts from
@@ -154,7 +156,7 @@ class SFVQ(nn.Module):
             if lo < 0 or hi > self.num_vertices - 1:
                 raise ValueError(f"fractional_index: expected values in [0, {self.num_vertices - 1}] "
                                  f"(M = {self.num_vertices} vertices), got values in [{lo:g}, {hi:g}]")
-        return _fit.decode_on(self.vertices, s.to(torch.float64))
+        return decode_on(self.vertices, s.to(torch.float64))
 
     def directions(self, normalize: bool = True) -> Tensor:
         """Segment vectors c_{j+1} - c_j: (M - 1, dim), detached, in the vertices' dtype.
@@ -247,7 +249,7 @@ class SFVQ(nn.Module):
         log = payload.get("training_log")
         if log is not None:
             try:
-                model.training_log = _fit.SFVQTrainingLog.from_dict(log)
+                model.training_log = SFVQTrainingLog.from_dict(log)
             except (TypeError, ValueError, KeyError) as e:
                 raise ValueError(f"path: {path!r} holds an invalid training log ({e})") from None
         return model
