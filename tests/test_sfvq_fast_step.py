@@ -179,3 +179,19 @@ def test_perplexities_equal_the_per_batch_perplexity_bit_for_bit(threads):
             got = training_log._perplexities(counts)
             want = [float(training_log._perplexity(c)) for c in counts]
             assert got == want, (s, k)
+
+
+@needs_native
+@pytest.mark.parametrize("batch", [64, 1024])
+def test_fast_step_is_bit_identical_on_one_and_two_threads(batch, monkeypatch):
+    """Steps above SMALL_STEP keep torch's threads: the same vertices, Adam moments, losses and segments as on one
+    thread (the work splits by rows and vertices; every sum keeps its order)."""
+    curve, data, lams = _problem(10, batch, 4)
+    one = _train(curve, data, lams, batch, fast=True)
+    monkeypatch.setattr(_fast_step, "SMALL_STEP", 0)
+    torch.set_num_threads(2)
+    two = _train(curve, data, lams, batch, fast=True)
+    assert torch.equal(one[0], two[0]) and torch.equal(one[2], two[2]) and torch.equal(one[3], two[3])
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert torch.equal(one[1].state[one[1].param_groups[0]["params"][0]][key],
+                           two[1].state[two[1].param_groups[0]["params"][0]][key])

@@ -32,10 +32,13 @@ Tensor = torch.Tensor
 #: elements through a scalar tail (no FMA in its lerp), which the native step reproduces
 _VEC_BYTES = {"AVX512": 64, "AVX2": 32, "DEFAULT": 32}
 
-#: steps whose GEMM (B x (M - 1) x D multiply-adds) is below this run on one thread: at batch 64, M = 1024,
-#: D = 512 the whole step is ~1-3 ms, and on a shared 2-core machine two threads measured 98 ms per step against
-#: 11 ms on one (every barrier waits for a descheduled thread); larger batches keep torch's threads for the GEMM
-SMALL_STEP = 1 << 27
+#: steps whose GEMM (B x (M - 1) x D multiply-adds) is below this run on one thread, where a parallel region
+#: costs more than it saves (the recipe's early stages).  From batch 64 x M = 512 x D = 512 up the step keeps
+#: torch's threads: on the quiet 2-core machine two threads took 2.8-3.4 ms per step at M = 1024 against
+#: 3.8-4.6 ms on one (bit-identical results).  An oversubscribed machine punishes that, as it does every threaded
+#: torch op: at load 11-17 two threads measured 98 ms per step against 11 ms (barriers wait for descheduled
+#: threads) — set torch.set_num_threads(1) there.
+SMALL_STEP = 1 << 24
 
 
 def _torch_vector_layout(dtype: torch.dtype) -> Tuple[int, bool]:
