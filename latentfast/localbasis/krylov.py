@@ -81,10 +81,15 @@ def angle_bounds(s: Tensor, rho: Tensor, k: int) -> Tensor:
 
 def _orthogonalize_against(Yt: Tensor, Kt: Tensor) -> Tensor:
     """Rows: Yt (B, r, n) minus its components in the orthonormal rows Kt (B, m, n), twice (classical Gram-Schmidt
-    needs the second pass to stay orthogonal in floating point), then orthonormalised; returns (B, r, n)."""
+    needs the second pass to stay orthogonal in floating point), then orthonormalised; returns (B, r, n) in Yt's
+    dtype.  The projections run in float64: as the Krylov space converges the new block lies nearly inside the
+    old ones, and the rounding of a float32 projection, divided by the small remainder, cost U's orthonormality
+    up to 4e-5 (on the embedded generator's 64-d W; float32 rounding alone leaves ~1e-6)."""
+    dtype = Yt.dtype
+    Y64, K64 = Yt.double(), Kt.double()
     for _ in range(2):
-        Yt = torch.baddbmm(Yt, Yt @ Kt.transpose(1, 2), Kt, alpha=-1.0)
-    return orthonormalize(Yt.transpose(1, 2)).transpose(1, 2)
+        Y64 = torch.baddbmm(Y64, Y64 @ K64.transpose(1, 2), K64, alpha=-1.0)
+    return orthonormalize(Y64.transpose(1, 2)).transpose(1, 2).to(dtype)
 
 
 def _residuals(Kt: Tensor, Wt: Tensor, Yt: Tensor, Zt: Tensor, s: Tensor, Vt: Optional[Tensor]) -> Tensor:

@@ -190,3 +190,21 @@ def test_randomized_flat_spectrum_and_adaptive_tol():
         lf.local_basis(net.spec(), z, 10, method="randomized", tol=0.0)
     with pytest.raises(ValueError, match="max_iters"):
         lf.local_basis(net.spec(), z, 10, method="randomized", max_iters=-1)
+
+
+def test_randomized_bases_are_orthonormal_to_float32_rounding():
+    """U and V of the randomized method are orthonormal to float32 rounding (what pairwise_grassmann and
+    grassmann_distance then accept), also where the Krylov space nearly fills the output (the embedded
+    generator's 64-d W holds 3 blocks of 20): float32 Gram-Schmidt there had left U 4e-5 from orthonormal."""
+    from latentfast.models.default import load_default_generator
+
+    G = load_default_generator()
+    z = G.sample_z(16, torch.Generator().manual_seed(0))
+    worst = 0.0
+    for seed in range(12):
+        lb = lf.local_basis(G.mlp_spec(), z, k=10, method="randomized", generator=torch.Generator().manual_seed(seed))
+        for M in (lb.basis, lb.input_basis):
+            M = M.double()
+            worst = max(worst, float((M.transpose(1, 2) @ M - torch.eye(M.shape[-1], dtype=M.dtype)).abs().max()))
+    assert worst <= 2e-6, worst
+    lf.pairwise_grassmann(lb.basis[:, :, :5])  # the README's use: accepted
