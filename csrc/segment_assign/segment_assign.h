@@ -22,10 +22,9 @@
 
 #include <ATen/ATen.h>
 
-namespace latentfast {
+#include "common/topk.h"  // kMaxCandidates
 
-// Largest number of candidates kept per row (they live in fixed-size arrays, i.e. registers/stack).
-constexpr int64_t kMaxCandidates = 8;
+namespace latentfast {
 
 // points:        (N, D) float32 or float64, any strides.
 // vertices:      (M, D) same dtype as points, M >= 1; segment j joins rows j and j+1 (when segments is true).

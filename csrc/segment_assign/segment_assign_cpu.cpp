@@ -142,31 +142,6 @@ LATENTFAST_CLONES double row_chunk(const double* g, double xxr, const double* ad
 // segments per chunk of the fused pass: the distances of a chunk are still in L1 when the chunk is scanned
 constexpr int64_t kChunk = 64;
 
-// Keep the K smallest (value, index) pairs seen so far, sorted ascending; equal values keep the earlier
-// (lower) index first because insertion is strict.
-struct TopK {
-  double v[kMaxCandidates];
-  int64_t i[kMaxCandidates];
-  int64_t K;
-  void reset(int64_t k) {
-    K = k;
-    for (int64_t s = 0; s < K; ++s) {
-      v[s] = std::numeric_limits<double>::infinity();
-      i[s] = s;  // valid indices even if nothing finite is ever inserted (then the row is flagged)
-    }
-  }
-  inline void insert(double val, int64_t idx) {
-    int64_t s = K - 1;
-    while (s > 0 && val < v[s - 1]) {
-      v[s] = v[s - 1];
-      i[s] = i[s - 1];
-      --s;
-    }
-    v[s] = val;
-    i[s] = idx;
-  }
-};
-
 template <typename scalar_t, typename cdt>
 void run(const at::Tensor& points, const at::Tensor& vertices_in, bool segments, double bound_factor,
          double bound_abs, int64_t block_rows, int64_t num_candidates, at::Tensor& index_out, at::Tensor& t_out,
@@ -258,21 +233,12 @@ void run(const at::Tensor& points, const at::Tensor& vertices_in, bool segments,
       // A NaN (overflow) flags the row.
       top.reset(K);
       bool bad = false;
-      double thresh = top.v[K - 1];
       for (int64_t j0 = 0; j0 < S; j0 += kChunk) {
         const int64_t j1 = std::min(S, j0 + kChunk);
         int64_t nan = 0;
         const cdt m = row_chunk(g, xxr, k.ad.data(), k.L.data(), k.invL.data(), k.cc.data(), dd, j0, j1,
                                 segments, nan);
-        if (nan == 0 && !(static_cast<double>(m) < thresh)) continue;
-        for (int64_t j = j0; j < j1; ++j) {
-          const double v = static_cast<double>(dd[j]);
-          if (!(v >= thresh)) {
-            if (v != v) { bad = true; continue; }
-            top.insert(v, j);
-            thresh = top.v[K - 1];
-          }
-        }
+        top.offer_chunk(dd + j0, j1 - j0, j0, m, nan, bad);
       }
       // exact float64 re-scoring of the candidates
       const scalar_t* prow = P + (r0 + r) * ps0;

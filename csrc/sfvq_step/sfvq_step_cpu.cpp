@@ -1,5 +1,6 @@
 // One SFVQ training step on CPU; see sfvq_step.h for the contract and the arithmetic it reproduces.
 #include "sfvq_step/sfvq_step.h"
+#include "common/topk.h"
 
 #include <ATen/Parallel.h>
 
@@ -11,33 +12,8 @@
 namespace latentfast {
 namespace {
 
-constexpr int64_t kMaxK = 8;
 constexpr int64_t kBlockRows = 512;  // rows per GEMM block: the (rows x M) block stays in the last-level cache
 constexpr int64_t kChunk = 64;       // dithered points per chunk of the cheap-distance scan
-
-// The K smallest (value, index) pairs seen so far, ascending; equal values keep the lower index first.
-struct TopK {
-  double v[kMaxK];
-  int64_t i[kMaxK];
-  int64_t K;
-  void reset(int64_t k) {
-    K = k;
-    for (int64_t s = 0; s < K; ++s) {
-      v[s] = std::numeric_limits<double>::infinity();
-      i[s] = s;
-    }
-  }
-  void insert(double val, int64_t idx) {
-    int64_t s = K - 1;
-    while (s > 0 && val < v[s - 1]) {
-      v[s] = v[s - 1];
-      i[s] = i[s - 1];
-      --s;
-    }
-    v[s] = val;
-    i[s] = idx;
-  }
-};
 
 // Adam constants in the parameter dtype, as torch's fused CPU kernel rounds them.
 template <typename T>
@@ -305,7 +281,6 @@ std::tuple<double, int64_t, int64_t> run(at::Tensor& vertices, at::Tensor& exp_a
         const T* g = Gp + r * gs;
         const T xxr = static_cast<T>(xx[r]);
         top.reset(K);
-        double thresh = top.v[K - 1];
         bool bad = false;
         for (int64_t j0 = 0; j0 < S; j0 += kChunk) {
           const int64_t j1 = std::min(S, j0 + kChunk);
@@ -319,15 +294,7 @@ std::tuple<double, int64_t, int64_t> run(at::Tensor& vertices, at::Tensor& exp_a
             mn = w < mn ? w : mn;
             nan += w != w;
           }
-          if (nan == 0 && !(static_cast<double>(mn) < thresh)) continue;
-          for (int64_t j = j0; j < j1; ++j) {
-            const double v = static_cast<double>(dd[j - j0]);
-            if (!(v >= thresh)) {
-              if (v != v) { bad = true; continue; }
-              top.insert(v, j);
-              thresh = top.v[K - 1];
-            }
-          }
+          top.offer_chunk(dd.data(), j1 - j0, j0, mn, nan, bad);
         }
         const T* xr = X + (r0 + r) * xs0;
         for (int64_t q = 0; q < D; ++q) x64[q] = static_cast<double>(xr[q * xs1]);
@@ -477,7 +444,7 @@ std::tuple<double, int64_t, int64_t> sfvq_step_cpu(at::Tensor& vertices, at::Ten
         "lam must be a contiguous (M - 1,) tensor of the vertices' dtype");
   check(index_out.scalar_type() == at::kLong && index_out.dim() == 1 && index_out.size(0) == x.size(0) &&
             index_out.is_contiguous(), "index_out must be a contiguous (B,) int64 tensor");
-  check(num_candidates >= 1 && num_candidates <= kMaxK, "num_candidates must be in [1, 8]");
+  check(num_candidates >= 1 && num_candidates <= kMaxCandidates, "num_candidates must be in [1, 8]");
   check(step >= 1.0 && std::isfinite(lr) && std::isfinite(eps) && std::isfinite(bound_factor),
         "step >= 1 and finite lr, eps, bound_factor expected");
   if (x.size(0) == 0) return {std::numeric_limits<double>::quiet_NaN(), 0, 0};
