@@ -16,6 +16,17 @@ def _seed():
     yield
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test.  SFVQ fits run thousands of tiny steps (64 x 16 tensors); on two shared
+    cores intra-op threads mostly wait for each other (measured 5-10x slower per step under load); torchrun
+    workers (OMP_NUM_THREADS=1) are compared against this process with the same float operations."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def poison_(t: torch.Tensor) -> torch.Tensor:
     """Fill a freshly allocated output with NaN (or -1 for integers) so an unwritten element fails a test."""
     if t.is_floating_point():

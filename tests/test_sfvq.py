@@ -18,14 +18,7 @@ from latentfast.sfvq import stage_sizes, stages, training_log
 DATA = Path(__file__).parent / "data" / "sfvq_stylegan2_ffhq"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Fits here run thousands of tiny steps (64 x 16 tensors); on two shared cores, intra-op threads mostly wait
-    for each other (measured 5-10x slower per step under load), so these tests run single-threaded."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _gen(seed):

@@ -14,12 +14,7 @@ needs_native = pytest.mark.skipif(native_module() is None or not hasattr(native_
                                   reason="native extension not built")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _problem(bits, batch, steps, dim=None, dtype=torch.float32, noise=1.0, seed=0):

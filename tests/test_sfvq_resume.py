@@ -12,12 +12,7 @@ from latentfast import SFVQ, segment_assign
 from latentfast.sfvq import fit as sfvq_fit
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _gen(seed):

@@ -33,14 +33,6 @@ def torchrun(args, cwd, nproc=2, script=None):
 
 
 @pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each torchrun worker (OMP_NUM_THREADS=1): the same float operations
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture
 def latents(tmp_path):
     z = tmp_path / "z.npy"
     np.save(z, np.random.default_rng(0).normal(size=(37, 64)).astype(np.float32))  # the embedded G: z_dim 64
