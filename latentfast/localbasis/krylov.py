@@ -79,17 +79,24 @@ def angle_bounds(s: Tensor, rho: Tensor, k: int) -> Tensor:
     return torch.where(ok, torch.asin(ratio.clamp(0, 1)), torch.full_like(ratio, math.pi / 2))
 
 
-def _orthogonalize_against(Yt: Tensor, Kt: Tensor) -> Tensor:
+def _orthogonalize_against(Yt: Tensor, Kt: Tensor, max_elements: int = 1 << 22) -> Tensor:
     """Rows: Yt (B, r, n) minus its components in the orthonormal rows Kt (B, m, n), twice (classical Gram-Schmidt
     needs the second pass to stay orthogonal in floating point), then orthonormalised; returns (B, r, n) in Yt's
     dtype.  The projections run in float64: as the Krylov space converges the new block lies nearly inside the
     old ones, and the rounding of a float32 projection, divided by the small remainder, cost U's orthonormality
-    up to 4e-5 (on the embedded generator's 64-d W; float32 rounding alone leaves ~1e-6)."""
-    dtype = Yt.dtype
-    Y64, K64 = Yt.double(), Kt.double()
+    up to 4e-5 (on the embedded generator's 64-d W; float32 rounding alone leaves ~1e-6).  K is converted in
+    column slices of at most ``max_elements`` float64 values (once, when that holds all of it), so an
+    image-sized output space does not hold a float64 copy of K."""
+    B, m, n = Kt.shape
+    step = max(1, max_elements // max(1, B * m))
+    whole = Kt.double() if step >= n else None
+    part = lambda a: whole if whole is not None else Kt[:, :, a:a + step].double()  # noqa: E731
+    Y64 = Yt.double()
     for _ in range(2):
-        Y64 = torch.baddbmm(Y64, Y64 @ K64.transpose(1, 2), K64, alpha=-1.0)
-    return orthonormalize(Y64.transpose(1, 2)).transpose(1, 2).to(dtype)
+        C = sum(Y64[:, :, a:a + step] @ part(a).transpose(1, 2) for a in range(0, n, step))
+        for a in range(0, n, step):
+            Y64[:, :, a:a + step].baddbmm_(C, part(a), alpha=-1.0)
+    return orthonormalize(Y64.transpose(1, 2)).transpose(1, 2).to(Yt.dtype)
 
 
 def _residuals(Kt: Tensor, Wt: Tensor, Yt: Tensor, Zt: Tensor, s: Tensor, Vt: Optional[Tensor]) -> Tensor:

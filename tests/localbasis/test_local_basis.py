@@ -208,3 +208,17 @@ def test_randomized_bases_are_orthonormal_to_float32_rounding():
             worst = max(worst, float((M.transpose(1, 2) @ M - torch.eye(M.shape[-1], dtype=M.dtype)).abs().max()))
     assert worst <= 2e-6, worst
     lf.pairwise_grassmann(lb.basis[:, :, :5])  # the README's use: accepted
+
+
+def test_gram_schmidt_in_slices_equals_the_whole():
+    """Large output spaces are projected in column slices of K (bounded float64 memory): same block, as orthogonal."""
+    from latentfast.localbasis.krylov import _orthogonalize_against
+    from latentfast.ops.small_linalg import orthonormalize
+
+    K = orthonormalize(torch.randn(3, 5000, 40)).transpose(1, 2).contiguous()
+    Y = torch.randn(3, 20, 5000) + 10 * torch.randn(3, 20, 40) @ K  # mostly inside span(K)
+    whole, sliced = _orthogonalize_against(Y, K), _orthogonalize_against(Y, K, max_elements=1000)  # 8 columns
+    torch.testing.assert_close(sliced, whole, rtol=0, atol=1e-6)
+    for Q in (whole, sliced):
+        assert float((Q @ K.transpose(1, 2)).abs().max()) <= 1e-6
+        assert float((Q @ Q.transpose(1, 2) - torch.eye(20)).abs().max()) <= 2e-6
