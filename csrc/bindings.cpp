@@ -21,7 +21,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("vertices"), py::arg("exp_avg"), py::arg("exp_avg_sq"), py::arg("x"), py::arg("lam"),
         py::arg("step"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("bound_factor"),
         py::arg("num_candidates"), py::arg("adam_vec_width"), py::arg("adam_fma"), py::arg("index_out"),
-        py::call_guard<py::gil_scoped_release>());
+        py::arg("shift"), py::arg("workspace"), py::call_guard<py::gil_scoped_release>());
   m.def("gram_eigvalsh_cpu_out", &latentfast::gram_eigvalsh_cpu_out,
         "Eigenvalues (ascending, float64) of M^T M for a batch of small panels M, by batched cyclic Jacobi; "
         "returns the sweeps used (see csrc/small_linalg/gram_eig.h).",

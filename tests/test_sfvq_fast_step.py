@@ -146,7 +146,7 @@ def test_fast_step_near_ties_take_the_second_pass_and_stay_exact():
             _, status, rows = native_module().sfvq_step_cpu(
                 v.detach().clone(), state["exp_avg"].clone(), state["exp_avg_sq"].clone(), x, lams[i],
                 float(state["step"]) + 1, 1e-3, 0.9, 0.999, 1e-8, reference.gemm_error_bound(v.shape[1], v.dtype),
-                reference.NUM_CANDIDATES, 8, True, idx)
+                reference.NUM_CANDIDATES, 8, True, idx, torch.empty(0, dtype=torch.float64), torch.empty(0))
             assert status == 0
             second_pass_rows += rows
             dith = (v[:-1] + lams[i].unsqueeze(1) * (v[1:] - v[:-1])).detach().double()
@@ -159,6 +159,33 @@ def test_fast_step_near_ties_take_the_second_pass_and_stay_exact():
     fast, _, fast_losses, fast_idx = _train(curve, data, lams, 64, fast=True)
     assert torch.equal(fast_idx, ref_idx) and torch.equal(fast, ref)
     assert float(((fast_losses - ref_losses).abs() / ref_losses.abs()).max()) <= 1e-6
+
+
+@needs_native
+@pytest.mark.parametrize("offset", [0.0, 3.0, -50.0])
+def test_the_shift_and_a_reused_workspace_change_nothing(offset):
+    """A Stepper keeps one shift (the vertices' mean when it was built) and one native workspace for all its
+    steps; the cheap distances' shift only moves the certification's bound, so any shift — here the stage
+    mean moved by a constant — gives bit for bit the result of a fresh call per step (its own mean, its own
+    scratch), and the workspace grown by a larger curve serves a smaller one."""
+    curve, data, lams = _problem(6, 64, 12, noise=1.0, seed=5)
+    fresh, fresh_opt, fresh_losses, fresh_idx = _train(curve, data, lams, 64, fast=True)
+    v = curve.clone().requires_grad_(True)
+    opt = fit._adam(v, 1e-3)
+    st = _fast_step.Stepper(v, opt, data[:64])
+    st._shift = st._shift + offset
+    st._work = torch.empty(stages.grow(curve, 2 * curve.shape[0] - 1).numel() * 2)  # larger than needed
+    before = st._work.data_ptr()
+    losses, idxs = [], []
+    for i in range(lams.shape[0]):
+        loss, idx = st.step(data[(i % 4) * 64:(i % 4 + 1) * 64], lams[i])
+        losses.append(loss)
+        idxs.append(idx)
+    assert st._work.data_ptr() == before  # reused, not reallocated
+    assert torch.equal(torch.stack(idxs), fresh_idx) and torch.equal(v.detach(), fresh)
+    assert torch.equal(torch.tensor(losses, dtype=torch.float64), fresh_losses)
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert torch.equal(opt.state[v][key], fresh_opt.state[fresh_opt.param_groups[0]["params"][0]][key])
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -15,7 +15,10 @@
 //     exact differences for float32 inputs); ties -> lowest index;
 //   * a row is certified when the K-th smallest cheap distance minus the rounding bound
 //     bound_factor * (|x~| + max_j |c~_j|)^2 + bound_abs still exceeds the winner's exact distance (every non-candidate's
-//     exact distance is then larger).  Otherwise unsure[i] = true and the caller redoes the row.
+//     exact distance is then larger).  Otherwise a second pass re-scores exactly every segment the bound does
+//     not rule out (finite cheap distance - bound > the best exact distance so far), which gives the brute
+//     force's answer; only rows with NaN cheap distances (vertex mode, overflow) or no finite exact distance
+//     keep unsure[i] = true, and the caller redoes them.
 //
 // Memory: block_rows x (D + M) of the compute type plus per-thread row buffers; never N x M.
 #pragma once

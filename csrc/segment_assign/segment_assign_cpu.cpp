@@ -247,14 +247,11 @@ void run(const at::Tensor& points, const at::Tensor& vertices_in, bool segments,
       int64_t best_j = std::numeric_limits<int64_t>::max();
       const double e = xnorm[r] + k.cmax;
       const double bound = bound_factor * e * e + bound_abs;  // |cheap - exact| <= bound for every segment
-      for (int64_t s = 0; s < K; ++s) {
-        // Candidates come sorted by cheap distance: once one's cheap distance minus the bound exceeds the best
-        // exact distance so far, its exact distance (and every later candidate's) is larger still.  Usually
-        // only the first candidate is re-scored.
-        if (top.v[s] - bound > best_d) break;
-        const int64_t j = top.i[s];
+      // exact float64 distance (and t) of segment / vertex j to the row: the brute force's operations
+      auto exact = [&](int64_t j, double& tj) -> double {
         const scalar_t* a = k.v + j * D;
-        double dj, tj = 0.0;
+        double dj = 0.0;
+        tj = 0.0;
         if (segments) {
           const scalar_t* b = a + D;
           // p and |d|^2 in one loop with the same operation order: for x on b, p == L exactly and t = 1
@@ -271,7 +268,6 @@ void run(const at::Tensor& points, const at::Tensor& vertices_in, bool segments,
           // (as in reference.exact_scores).
           const scalar_t* base = tj == 1.0 ? b : a;
           const double tt = tj == 1.0 ? 0.0 : tj;
-          dj = 0.0;
 #pragma omp simd reduction(+ : dj)
           for (int64_t q = 0; q < D; ++q) {
             const double res = (x64[q] - static_cast<double>(base[q])) -
@@ -279,24 +275,40 @@ void run(const at::Tensor& points, const at::Tensor& vertices_in, bool segments,
             dj += res * res;
           }
         } else {
-          dj = 0.0;
 #pragma omp simd reduction(+ : dj)
           for (int64_t q = 0; q < D; ++q) {
             const double res = x64[q] - static_cast<double>(a[q]);
             dj += res * res;
           }
         }
+        return dj;
+      };
+      auto offer = [&](int64_t j) {
+        double tj;
+        const double dj = exact(j, tj);
         if (dj < best_d || (dj == best_d && j < best_j)) {
           best_d = dj;
           best_t = tj;
           best_j = j;
         }
+      };
+      for (int64_t s = 0; s < K; ++s) {
+        // Candidates come sorted by cheap distance: once one's cheap distance minus the bound exceeds the best
+        // exact distance so far, its exact distance (and every later candidate's) is larger still.  Usually
+        // only the first candidate is re-scored.
+        if (top.v[s] - bound > best_d) break;
+        offer(top.i[s]);
       }
       bool unsure = bad || !std::isfinite(best_d);
-      if (certify && !unsure) {
-        // written as "not certified" so that a NaN/Inf anywhere leaves the row to the caller
-        // (an overflowed cheap distance leaves the K-th value infinite: not certified either)
-        unsure = !(std::isfinite(top.v[K - 1]) && top.v[K - 1] - bound > best_d);
+      if (certify && !unsure && !(std::isfinite(top.v[K - 1]) && top.v[K - 1] - bound > best_d)) {
+        // Near-ties beyond the K candidates (written as "not certified" so that an infinite K-th value lands
+        // here too): re-score exactly every segment the bound does not rule out, i.e. all but those with a
+        // finite cheap distance - bound > the best exact distance so far (which only decreases).  Every segment
+        // that can reach the exact minimum passes, so the row's answer is the float64 brute force's (ties to
+        // the lowest index).
+        for (int64_t j = 0; j < S; ++j)
+          if (!(std::isfinite(dd[j]) && dd[j] - bound > best_d)) offer(j);
+        unsure = !std::isfinite(best_d);
       }
       const int64_t o = r0 + r;
       idx_o[o] = best_j;

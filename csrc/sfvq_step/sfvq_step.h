@@ -32,6 +32,11 @@ namespace latentfast {
 //   Adam runs its last numel % width elements through a scalar tail without the FMA; adam_fma: whether torch's
 //   vector lerp is an FMA (AVX2/AVX-512 builds) — both only make the result bitwise torch's.
 // index_out: (B,) int64 contiguous -> nearest dithered point per row.
+// shift: empty, or a contiguous (D,) float64 vector subtracted from rows and dithered points before the GEMM of
+//   the cheap distances (any fixed vector keeps the certification rigorous; one near the vertices' mean keeps
+//   the bound tight); empty = the float64 mean of this step's vertices.  The result does not depend on it.
+// workspace: a contiguous 1-D tensor of the vertices' dtype, grown (resize_) when shorter than the step needs;
+//   pass the same one every step (a Stepper does) so that no step allocates and faults in fresh pages.
 // Returns {loss, status, brute}: loss = mean squared error over B x D (computed in float64); status 0 = done,
 // 1 = x holds NaN/Inf, 2 = the vertices (or lam) hold NaN/Inf or overflow (with status != 0 nothing was
 // modified); brute = rows the certification left to the second pass (or the brute force).
@@ -40,6 +45,7 @@ std::tuple<double, int64_t, int64_t> sfvq_step_cpu(at::Tensor& vertices, at::Ten
                                                    const at::Tensor& lam, double step, double lr, double beta1,
                                                    double beta2, double eps, double bound_factor,
                                                    int64_t num_candidates, int64_t adam_vec_width, bool adam_fma,
-                                                   at::Tensor& index_out);
+                                                   at::Tensor& index_out, const at::Tensor& shift,
+                                                   at::Tensor& workspace);
 
 }  // namespace latentfast

@@ -105,23 +105,21 @@ __attribute__((always_inline)) inline void vertex_sum_body(const T* V, int64_t M
   }
 }
 
-// Rows j0..j1 of the dithered points p_j = a + lam_j (b - a) into P (elementwise IEEE: the very values of
-// dithered()), their shifted roundings c~_j = round(p_j - mu) into C, |c~_j|^2 in float64 and in T.
+// Rows j0..j1 of the dithered points p_j = a + lam_j (b - a) (elementwise IEEE, no contraction: the very values
+// of dithered()), shifted and rounded, c~_j = round(p_j - mu), into C; |c~_j|^2 in float64 and in T.
 template <typename T>
 __attribute__((always_inline)) inline void shifted_dithered_body(const T* V, const T* lam, const double* mu,
-                                                                 int64_t j0, int64_t j1, int64_t D, T* P, T* C,
+                                                                 int64_t j0, int64_t j1, int64_t D, T* C,
                                                                  T* cc, double* cn) {
   for (int64_t j = j0; j < j1; ++j) {
     const T* a = V + j * D;
     const T* b = a + D;
     const T l = lam[j];
     T* cj = C + j * D;
-    T* pj = P + j * D;
     double s = 0.0;
 #pragma omp simd reduction(+ : s)
     for (int64_t q = 0; q < D; ++q) {
       const T p = a[q] + l * (b[q] - a[q]);
-      pj[q] = p;
       const T r = static_cast<T>(static_cast<double>(p) - mu[q]);
       cj[q] = r;
       s += static_cast<double>(r) * static_cast<double>(r);
@@ -153,9 +151,9 @@ __attribute__((always_inline)) inline void shifted_row_body(const T* p, const do
     vertex_sum_body(V, M, D, mu);                                                                             \
   }                                                                                                           \
   __attribute__((target("avx2,fma"))) void shifted_dithered_avx2(const T* V, const T* lam, const double* mu, \
-                                                                 int64_t j0, int64_t j1, int64_t D, T* P,     \
-                                                                 T* C, T* cc, double* cn) {                   \
-    shifted_dithered_body(V, lam, mu, j0, j1, D, P, C, cc, cn);                                               \
+                                                                 int64_t j0, int64_t j1, int64_t D, T* C,     \
+                                                                 T* cc, double* cn) {                         \
+    shifted_dithered_body(V, lam, mu, j0, j1, D, C, cc, cn);                                                  \
   }                                                                                                           \
   __attribute__((target("avx2,fma"))) void shifted_row_avx2(const T* p, const double* mu, int64_t D, T* o,   \
                                                             double* s64, double* sc) {                        \
@@ -176,12 +174,12 @@ void vertex_sum(const T* V, int64_t M, int64_t D, double* mu, bool avx2) {
 }
 
 template <typename T>
-void shifted_dithered(const T* V, const T* lam, const double* mu, int64_t j0, int64_t j1, int64_t D, T* P, T* C,
+void shifted_dithered(const T* V, const T* lam, const double* mu, int64_t j0, int64_t j1, int64_t D, T* C,
                       T* cc, double* cn, bool avx2) {
 #ifdef LATENTFAST_HAVE_FMA_CLONE
-  if (avx2) return shifted_dithered_avx2(V, lam, mu, j0, j1, D, P, C, cc, cn);
+  if (avx2) return shifted_dithered_avx2(V, lam, mu, j0, j1, D, C, cc, cn);
 #endif
-  shifted_dithered_body(V, lam, mu, j0, j1, D, P, C, cc, cn);
+  shifted_dithered_body(V, lam, mu, j0, j1, D, C, cc, cn);
 }
 
 template <typename T>
@@ -203,11 +201,30 @@ inline double sq_dist(const double* x64, const T* p, int64_t D) {
   return s;
 }
 
+// Dithered point j, p_j = a + lam_j (b - a), into p (the values shifted_dithered forms: elementwise IEEE).
+template <typename T>
+inline void dithered_point(const T* V, const T* lam, int64_t j, int64_t D, T* p) {
+  const T* a = V + j * D;
+  const T* b = a + D;
+  const T l = lam[j];
+  for (int64_t q = 0; q < D; ++q) p[q] = a[q] + l * (b[q] - a[q]);
+}
+
+// Workspace elements (of T) for S dithered points, B rows of D: C (S x D), the GEMM block (nb x S), the shifted
+// rows (nb x D) and the per-point gradient sums (min(B, S) x D), each rounded up to 64 bytes.
+int64_t round_up(int64_t n) { return (n + 15) / 16 * 16; }
+int64_t block_rows(int64_t B) { return std::min(kBlockRows, std::max<int64_t>(B, 1)); }
+int64_t workspace_size(int64_t S, int64_t D, int64_t B) {
+  const int64_t nb = block_rows(B);
+  return round_up(S * D) + round_up(nb * S) + round_up(nb * D) + round_up(std::min(B, S) * D);
+}
+
 template <typename T>
 std::tuple<double, int64_t, int64_t> run(at::Tensor& vertices, at::Tensor& exp_avg, at::Tensor& exp_avg_sq,
                                 const at::Tensor& x, const at::Tensor& lam_t, double step, double lr, double beta1,
                                 double beta2, double eps, double bound_factor, int64_t num_candidates,
-                                int64_t adam_vec_width, bool adam_fma, at::Tensor& index_out) {
+                                int64_t adam_vec_width, bool adam_fma, at::Tensor& index_out,
+                                const at::Tensor& shift, at::Tensor& workspace) {
   const int64_t M = vertices.size(0), D = vertices.size(1), S = M - 1, B = x.size(0);
   T* V = vertices.data_ptr<T>();
   const T* lam = lam_t.data_ptr<T>();
@@ -217,21 +234,34 @@ std::tuple<double, int64_t, int64_t> run(at::Tensor& vertices, at::Tensor& exp_a
   const int64_t K = std::min(num_candidates, S);
   const bool certify = K < S;
 
-  // --- the shift: the float64 mean vertex (any fixed vector keeps the bound valid; this one keeps it small)
+  // --- the scratch: the caller's workspace (grown here when short: a Stepper keeps it across steps, so no
+  // step pays for fresh pages), else a new one
+  const int64_t need = workspace_size(S, D, B);
+  if (workspace.numel() < need) workspace.resize_({need});
+  T* const work = workspace.data_ptr<T>();
+  T* const C = work;
+  T* const Gw = C + round_up(S * D);
+  const int64_t nb_rows = block_rows(B);
+  T* const XS = Gw + round_up(nb_rows * S);
+  T* const Gd = XS + round_up(nb_rows * D);
+
+  // --- the shift: the caller's fixed vector, else the float64 mean vertex (any fixed vector keeps the bound
+  // valid; one near the mean keeps it small)
   const bool avx2 = cpu_has_fma();
   std::vector<double> mu(D, 0.0);
-  vertex_sum(V, M, D, mu.data(), avx2);
-  for (int64_t q = 0; q < D; ++q) mu[q] /= static_cast<double>(M);
+  if (shift.numel() == D) {
+    const double* sp = shift.data_ptr<double>();
+    std::copy(sp, sp + D, mu.begin());
+  } else {
+    vertex_sum(V, M, D, mu.data(), avx2);
+    for (int64_t q = 0; q < D; ++q) mu[q] /= static_cast<double>(M);
+  }
 
   // --- dithered points, shifted and rounded for the GEMM, with |c~_j|^2 and max |c~_j|
-  at::Tensor c = at::empty({S, D}, vertices.options());
-  T* C = c.data_ptr<T>();
   std::vector<T> cc(S);
   std::vector<double> cn(S);
-  at::Tensor pd = at::empty({S, D}, vertices.options());  // the dithered points themselves, for exact scoring
-  T* Pd = pd.data_ptr<T>();
   at::parallel_for(0, S, std::max<int64_t>(1, 65536 / std::max<int64_t>(D, 1)), [&](int64_t j0, int64_t j1) {
-    shifted_dithered(V, lam, mu.data(), j0, j1, D, Pd, C, cc.data(), cn.data(), avx2);
+    shifted_dithered(V, lam, mu.data(), j0, j1, D, C, cc.data(), cn.data(), avx2);
   });
   double cmax2 = 0.0;
   for (int64_t j = 0; j < S; ++j) cmax2 = std::max(cmax2, cn[j]);
@@ -244,15 +274,13 @@ std::tuple<double, int64_t, int64_t> run(at::Tensor& vertices, at::Tensor& exp_a
   std::vector<double> best(B);
   std::vector<char> unsure(B, 0);
   bool bad_x = false;
-  const int64_t nb_rows = std::min(kBlockRows, std::max<int64_t>(B, 1));
-  at::Tensor xs = at::empty({nb_rows, D}, vertices.options());
-  at::Tensor G = at::empty({nb_rows, S}, vertices.options());
+  const auto opts = vertices.options();
+  const at::Tensor xs = at::from_blob(XS, {nb_rows, D}, opts);
+  const at::Tensor cT = at::from_blob(C, {D, S}, {1, D}, opts);
   std::vector<double> xnorm(nb_rows), xx(nb_rows);
   std::vector<T> xrow(x.stride(1) == 1 ? 0 : D);  // a strided row gathered contiguously
-  const at::Tensor cT = c.t();
   for (int64_t r0 = 0; r0 < B; r0 += nb_rows) {
     const int64_t nb = std::min(nb_rows, B - r0);
-    T* XS = xs.data_ptr<T>();
     for (int64_t r = 0; r < nb; ++r) {
       const T* p = X + (r0 + r) * xs0;
       T* o = XS + r * D;
@@ -268,14 +296,16 @@ std::tuple<double, int64_t, int64_t> run(at::Tensor& vertices, at::Tensor& exp_a
       xx[r] = sc;
     }
     if (bad_x) return {0.0, 1, 0};
-    at::Tensor Gb = G.narrow(0, 0, nb);
+    at::Tensor Gb = at::from_blob(Gw, {nb, S}, opts);
     at::mm_out(Gb, xs.narrow(0, 0, nb), cT);
-    const T* Gp = Gb.data_ptr<T>();
-    const int64_t gs = Gb.stride(0);
-    const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 18) / std::max<int64_t>(S * 4, 1));
+    const T* Gp = Gw;
+    const int64_t gs = S;
+    // rows per task: ~64k element operations (the scan of S cheap distances and K exact re-scorings of D)
+    const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(S + K * D, 1));
     at::parallel_for(0, nb, grain, [&](int64_t rb, int64_t re) {
       std::vector<T> dd(kChunk);
       std::vector<double> x64(D);
+      std::vector<T> pj(D);
       TopK top;
       for (int64_t r = rb; r < re; ++r) {
         const T* g = Gp + r * gs;
@@ -305,7 +335,8 @@ std::tuple<double, int64_t, int64_t> run(at::Tensor& vertices, at::Tensor& exp_a
         for (int64_t s = 0; s < K; ++s) {
           if (top.v[s] - bound > best_d) break;  // sorted: no later candidate can win
           const int64_t j = top.i[s];
-          const double dj = sq_dist(x64.data(), Pd + j * D, D);
+          dithered_point(V, lam, j, D, pj.data());
+          const double dj = sq_dist(x64.data(), pj.data(), D);
           if (dj < best_d || (dj == best_d && j < best_j)) {
             best_d = dj;
             best_j = j;
@@ -321,7 +352,8 @@ std::tuple<double, int64_t, int64_t> run(at::Tensor& vertices, at::Tensor& exp_a
             const T v = xxr - T(2) * g[j] + cc[j];
             const double w = static_cast<double>(v > T(0) ? v : T(0));
             if (w - bound > best_d) continue;
-            const double dj = sq_dist(x64.data(), Pd + j * D, D);
+            dithered_point(V, lam, j, D, pj.data());
+            const double dj = sq_dist(x64.data(), pj.data(), D);
             if (dj < best_d || (dj == best_d && j < best_j)) {
               best_d = dj;
               best_j = j;
@@ -333,7 +365,8 @@ std::tuple<double, int64_t, int64_t> run(at::Tensor& vertices, at::Tensor& exp_a
           best_d = std::numeric_limits<double>::infinity();
           best_j = 0;
           for (int64_t j = 0; j < S; ++j) {
-            const double dj = sq_dist(x64.data(), Pd + j * D, D);
+            dithered_point(V, lam, j, D, pj.data());
+            const double dj = sq_dist(x64.data(), pj.data(), D);
             if (dj < best_d) {
               best_d = dj;
               best_j = j;
@@ -364,12 +397,14 @@ std::tuple<double, int64_t, int64_t> run(at::Tensor& vertices, at::Tensor& exp_a
       touched.push_back(j);
     }
   }
-  std::vector<T> Gd(touched.size() * D, T(0));
+  std::fill(Gd, Gd + static_cast<int64_t>(touched.size()) * D, T(0));
   {
+    std::vector<T> pjs(static_cast<int64_t>(touched.size()) * D);  // each touched dithered point, formed once
+    for (size_t u = 0; u < touched.size(); ++u) dithered_point(V, lam, touched[u], D, pjs.data() + u * D);
     for (int64_t i = 0; i < B; ++i) {
       const int64_t j = idx_o[i];
-      const T* pj = Pd + j * D;
-      T* gr = Gd.data() + slot[j] * D;
+      const T* pj = pjs.data() + slot[j] * D;
+      T* gr = Gd + slot[j] * D;
       const T* xr = X + i * xs0;
       for (int64_t q = 0; q < D; ++q) gr[q] = gr[q] + alpha * (pj[q] - xr[q * xs1]) * T(1);
     }
@@ -403,8 +438,8 @@ std::tuple<double, int64_t, int64_t> run(at::Tensor& vertices, at::Tensor& exp_a
       const T* g = nullptr;
       if (sa >= 0 || sb >= 0) {
         const T la = j < S ? lam[j] : T(0), lb = j > 0 ? lam[j - 1] : T(0);
-        const T* ga = sa >= 0 ? Gd.data() + sa * D : nullptr;
-        const T* gb = sb >= 0 ? Gd.data() + sb * D : nullptr;
+        const T* ga = sa >= 0 ? Gd + sa * D : nullptr;
+        const T* gb = sb >= 0 ? Gd + sb * D : nullptr;
         for (int64_t q = 0; q < D; ++q) {
           const T a = ga ? ga[q] : T(0);
           const T b = gb ? gb[q] : T(0);
@@ -429,7 +464,8 @@ std::tuple<double, int64_t, int64_t> sfvq_step_cpu(at::Tensor& vertices, at::Ten
                                                    const at::Tensor& lam, double step, double lr, double beta1,
                                                    double beta2, double eps, double bound_factor,
                                                    int64_t num_candidates, int64_t adam_vec_width, bool adam_fma,
-                                                   at::Tensor& index_out) {
+                                                   at::Tensor& index_out, const at::Tensor& shift,
+                                                   at::Tensor& workspace) {
   check(vertices.device().is_cpu() && x.device().is_cpu() && lam.device().is_cpu(), "tensors must be on the CPU");
   check(vertices.dim() == 2 && vertices.size(0) >= 2 && vertices.is_contiguous(),
         "vertices must be a contiguous (M, D) tensor with M >= 2");
@@ -444,15 +480,20 @@ std::tuple<double, int64_t, int64_t> sfvq_step_cpu(at::Tensor& vertices, at::Ten
         "lam must be a contiguous (M - 1,) tensor of the vertices' dtype");
   check(index_out.scalar_type() == at::kLong && index_out.dim() == 1 && index_out.size(0) == x.size(0) &&
             index_out.is_contiguous(), "index_out must be a contiguous (B,) int64 tensor");
+  check(shift.numel() == 0 || (shift.scalar_type() == at::kDouble && shift.dim() == 1 &&
+                               shift.size(0) == vertices.size(1) && shift.is_contiguous()),
+        "shift must be empty or a contiguous (D,) float64 tensor");
+  check(workspace.scalar_type() == dt && workspace.dim() == 1 && workspace.is_contiguous() &&
+            workspace.device().is_cpu(), "workspace must be a contiguous 1-D CPU tensor of the vertices' dtype");
   check(num_candidates >= 1 && num_candidates <= kMaxCandidates, "num_candidates must be in [1, 8]");
   check(step >= 1.0 && std::isfinite(lr) && std::isfinite(eps) && std::isfinite(bound_factor),
         "step >= 1 and finite lr, eps, bound_factor expected");
   if (x.size(0) == 0) return {std::numeric_limits<double>::quiet_NaN(), 0, 0};
   if (dt == at::kFloat)
     return run<float>(vertices, exp_avg, exp_avg_sq, x, lam, step, lr, beta1, beta2, eps, bound_factor,
-                      num_candidates, adam_vec_width, adam_fma, index_out);
+                      num_candidates, adam_vec_width, adam_fma, index_out, shift, workspace);
   return run<double>(vertices, exp_avg, exp_avg_sq, x, lam, step, lr, beta1, beta2, eps, bound_factor,
-                     num_candidates, adam_vec_width, adam_fma, index_out);
+                     num_candidates, adam_vec_width, adam_fma, index_out, shift, workspace);
 }
 
 }  // namespace latentfast

@@ -106,7 +106,9 @@ class Stepper:
     """The native step bound to one (vertices, optimizer) pair, for many steps on batches like the first one.
 
     Built from arguments :func:`fast_step_why_not` accepted; the constants of the call (vector layout, rounding
-    bound, whether the step is small enough for one thread) are fixed once.  ``step(x, lam)`` then assumes x
+    bound, whether the step is small enough for one thread) are fixed once, and so are the shift of the cheap
+    distances (the float64 mean of the vertices at construction: any fixed vector keeps the certification
+    rigorous, so the result does not depend on it) and the native scratch (kept across steps: no step allocates).  ``step(x, lam)`` then assumes x
     and lam of that shape, dtype and device (what :func:`latentfast.sfvq.fit.fit_sfvq` draws every batch) and
     returns (loss as a float, rounded to the vertices' dtype; idx (B,) int64); a step below
     :data:`SMALL_STEP` runs on one thread.  Raises ValueError for NaN/Inf in x or in the curve (nothing is
@@ -123,6 +125,9 @@ class Stepper:
         self._dtype = vertices.dtype
         self._native = native_module().sfvq_step_cpu
         self.small = x.shape[0] * vertices.shape[0] * vertices.shape[1] < SMALL_STEP
+        with torch.no_grad():
+            self._shift = vertices.detach().to(torch.float64).mean(0)
+        self._work = torch.empty(0, dtype=vertices.dtype)
 
     def step(self, x: Tensor, lam: Tensor) -> Tuple[float, Tensor]:
         v = self.vertices
@@ -139,7 +144,7 @@ class Stepper:
         try:  # plain pointers into the tensors: no autograd is involved
             loss, status, _ = self._native(v, state["exp_avg"], state["exp_avg_sq"], x, lam,
                                            float(state["step"]) + 1.0, float(self.group["lr"]), b1, b2, eps,
-                                           bound, k, width, fma, idx)
+                                           bound, k, width, fma, idx, self._shift, self._work)
         finally:
             if threads != 1:
                 torch.set_num_threads(threads)
