@@ -162,8 +162,8 @@ void run(const at::Tensor& points, const at::Tensor& vertices_in, bool segments,
   scalar_t* d_o = distance_out.data_ptr<scalar_t>();
   bool* u_o = unsure_out.data_ptr<bool>();
 
-  const int64_t B = std::min(block_rows, std::max<int64_t>(N, 1));
-  const int64_t nblocks = (N + B - 1) / B;
+  const int64_t B0 = std::min(block_rows, std::max<int64_t>(N, 1));
+  const int64_t nblocks0 = (N + B0 - 1) / B0;
   const auto copt = points.options().dtype(c10::CppTypeToScalarType<cdt>::value);
   const at::Tensor cT = k.c.t();
   // Parallel over blocks, not within them: each thread centres its block, runs the block's GEMM on its own
@@ -173,7 +173,12 @@ void run(const at::Tensor& points, const at::Tensor& vertices_in, bool segments,
   // costs tens of microseconds; they run outside any parallel region, so that the GEMM of their block may still
   // use every core through ATen (inside a region ATen runs single-threaded).
   const int max_threads = std::max(1, at::get_num_threads());
-  const int nthreads = (N * M * D < (int64_t(1) << 22)) ? 1 : static_cast<int>(std::min<int64_t>(max_threads, nblocks));
+  const int nthreads = (N * M * D < (int64_t(1) << 22)) ? 1 : static_cast<int>(std::min<int64_t>(max_threads, nblocks0));
+  // Blocks of at most block_rows, as many as a multiple of the threads (e.g. 2560 rows, 2 threads: 6 blocks of
+  // 427, not 5 of 512 of which one thread would do 3): no thread waits a whole block for the other at the end.
+  const int64_t want = (nblocks0 + nthreads - 1) / nthreads * nthreads;
+  const int64_t B = std::max<int64_t>(1, (N + want - 1) / want);
+  const int64_t nblocks = (N + B - 1) / B;  // <= want; every block holds at least one row
   std::exception_ptr error = nullptr;
 
   // Per-thread buffers: the centred block in the compute type, its GEMM output (the only rows x M buffer), and

@@ -114,7 +114,7 @@ class Stepper:
     :data:`SMALL_STEP` runs on one thread.  Raises ValueError for NaN/Inf in x or in the curve (nothing is
     modified then)."""
 
-    def __init__(self, vertices: Tensor, optimizer: torch.optim.Adam, x: Tensor):
+    def __init__(self, vertices: Tensor, optimizer: torch.optim.Adam, x: Tensor, *, fixed_shift: bool = True):
         group = optimizer.param_groups[0]
         self.vertices, self.group, self._states = vertices, group, optimizer.state  # looked up per step
         beta1, beta2 = group["betas"]
@@ -125,8 +125,9 @@ class Stepper:
         self._dtype = vertices.dtype
         self._native = native_module().sfvq_step_cpu
         self.small = x.shape[0] * vertices.shape[0] * vertices.shape[1] < SMALL_STEP
-        with torch.no_grad():
-            self._shift = vertices.detach().to(torch.float64).mean(0)
+        # fixed_shift=False: the native call takes each step's own vertex mean (a one-off call has no later steps)
+        self._shift = (vertices.detach().to(torch.float64).mean(0) if fixed_shift
+                       else torch.empty(0, dtype=torch.float64))
         self._work = torch.empty(0, dtype=vertices.dtype)
 
     def step(self, x: Tensor, lam: Tensor) -> Tuple[float, Tensor]:
@@ -165,5 +166,5 @@ def fast_step(vertices: Tensor, optimizer: torch.optim.Adam, x: Tensor, lam: Ten
     Leaves ``vertices.grad`` None (no dense gradient is formed).  Raises ValueError for NaN/Inf in ``x`` or in
     the curve (nothing is modified then).
     """
-    loss, idx = Stepper(vertices, optimizer, x).step(x, lam.contiguous())
+    loss, idx = Stepper(vertices, optimizer, x, fixed_shift=False).step(x, lam.contiguous())
     return torch.tensor(loss, dtype=vertices.dtype), idx
