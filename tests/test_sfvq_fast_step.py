@@ -56,6 +56,7 @@ def _train(curve, data, lams, batch, fast, lr=1e-3, opt_state=None):
     pytest.param(7, 64, 100, None, torch.float32, marks=pytest.mark.slow),  # M = 128, D = 512, batch 64: 100 steps
     (10, 64, 20, None, torch.float32),   # M = 1024: the authors' curve size
     (6, 16, 60, 5, torch.float32),       # odd D: torch's scalar Adam tail; many rows share a point
+    (5, 30, 20, 37, torch.float32),      # the small-curve GEMM loop: rows % 4, points % 2 and D % 8 all nonzero
     (5, 256, 30, 24, torch.float64),     # float64, a batch larger than the curve
 ])
 def test_fast_step_matches_autograd_step(bits, batch, steps, dim, dtype):
