@@ -273,7 +273,7 @@ inline void dithered_point(const T* V, const T* lam, int64_t j, int64_t D, T* p)
 }
 
 // Workspace elements (of T) for S dithered points, B rows of D: C (S x D), the GEMM block (nb x S), the shifted
-// rows (nb x D) and the per-point gradient sums (min(B, S) x D), each rounded up to 64 bytes.
+// rows (nb x D) and the per-point gradient sums (min(B, S) x D), each rounded up to 16 elements.
 int64_t round_up(int64_t n) { return (n + 15) / 16 * 16; }
 int64_t block_rows(int64_t B) { return std::min(kBlockRows, std::max<int64_t>(B, 1)); }
 int64_t workspace_size(int64_t S, int64_t D, int64_t B) {
@@ -296,8 +296,8 @@ std::tuple<double, int64_t, int64_t> run(at::Tensor& vertices, at::Tensor& exp_a
   const int64_t K = std::min(num_candidates, S);
   const bool certify = K < S;
 
-  // --- the scratch: the caller's workspace (grown here when short: a Stepper keeps it across steps, so no
-  // step pays for fresh pages), else a new one
+  // --- the scratch: the caller's workspace, grown here when short (a Stepper passes the same one every step,
+  // so no step allocates or faults in fresh pages)
   const int64_t need = workspace_size(S, D, B);
   if (workspace.numel() < need) workspace.resize_({need});
   T* const work = workspace.data_ptr<T>();
