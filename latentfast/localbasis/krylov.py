@@ -37,11 +37,13 @@ from typing import Optional
 
 import torch
 
-from ..ops.small_linalg import orthonormalize, thin_svd
+from ..ops.small_linalg import orthonormalize, orthonormalize_with_gram, thin_svd
 from ..ops.small_linalg._threads import batch_parallel
 
 Tensor = torch.Tensor
 
+#: float64 elements of K kept for the Gram-Schmidt (64 MB); beyond that, K is converted in slices per block
+_K64_MAX_ELEMENTS = 1 << 23
 MIN_ITERS = 2  # block-Krylov iterations before the first check (the former fixed default)
 MAX_ITERS = 12
 DEFAULT_TOL = 1e-3  # radians
@@ -79,15 +81,31 @@ def angle_bounds(s: Tensor, rho: Tensor, k: int) -> Tensor:
     return torch.where(ok, torch.asin(ratio.clamp(0, 1)), torch.full_like(ratio, math.pi / 2))
 
 
-def _orthogonalize_against(Yt: Tensor, Kt: Tensor, max_elements: int = 1 << 22) -> Tensor:
+def _orthogonalize_against(Yt: Tensor, Kt: Tensor, max_elements: int = 1 << 22,
+                           K64: Optional[Tensor] = None) -> Tensor:
     """Rows: Yt (B, r, n) minus its components in the orthonormal rows Kt (B, m, n), twice (classical Gram-Schmidt
     needs the second pass to stay orthogonal in floating point), then orthonormalised; returns (B, r, n) in Yt's
-    dtype.  The projections run in float64: as the Krylov space converges the new block lies nearly inside the
+    dtype (float64 with K64).  The projections run in float64: as the Krylov space converges the new block lies nearly inside the
     old ones, and the rounding of a float32 projection, divided by the small remainder, cost U's orthonormality
-    up to 4e-5 (on the embedded generator's 64-d W; float32 rounding alone leaves ~1e-6).  K is converted in
-    column slices of at most ``max_elements`` float64 values (once, when that holds all of it), so an
+    up to 4e-5 (on the embedded generator's 64-d W; float32 rounding alone leaves ~1e-6).
+
+    K64 (B, >= m + r, n) float64: the caller's float64 copy of Kt in its first m rows (kept block by block, so K
+    is not converted again per block); rows m..m + r are overwritten as work space.  The second pass then forms
+    its coefficients and the block's Gram matrix in one product with rows 0..m + r, and the CholeskyQR starts
+    from that Gram (minus the second projection's share; see :func:`orthonormalize_with_gram`).  Without K64, K is
+    converted in column slices of at most ``max_elements`` float64 values (once, when that holds all of it), so an
     image-sized output space does not hold a float64 copy of K."""
     B, m, n = Kt.shape
+    if K64 is not None:
+        r = Yt.shape[1]
+        Y64, K = K64[:, m:m + r], K64[:, :m]
+        Y64.copy_(Yt)
+        Y64.baddbmm_(Y64 @ K.transpose(1, 2), K, alpha=-1.0)
+        X = Y64 @ K64[:, :m + r].transpose(1, 2)  # (B, r, m + r): [second-pass coefficients C | Gram of Y64]
+        C = X[:, :, :m]
+        Y64.baddbmm_(C, K, alpha=-1.0)
+        gram = torch.baddbmm(X[:, :, m:], C, C.transpose(1, 2), alpha=-1.0)  # Gram after the pass (K K^T = I)
+        return orthonormalize_with_gram(Y64.transpose(1, 2), gram.transpose(1, 2), Yt.dtype).transpose(1, 2)
     step = max(1, max_elements // max(1, B * m))
     whole = Kt.double() if step >= n else None
     part = lambda a: whole if whole is not None else Kt[:, :, a:a + step].double()  # noqa: E731
@@ -144,9 +162,14 @@ def randomized_svd(op, k: int, oversample: int, power_iters: Optional[int], tol:
     # the blocks of K, W = J^T K and Y = J W as ROWS of preallocated (B, M, n) buffers (Kt = K^T, ...): the
     # products with them are (few x m) @ (m x n), wide GEMMs; [:, :m] views of the first m columns of K, W, Y
     Kt, Wt, Yt = (torch.empty(B, M, n, dtype=dt, device=dev) for n in (op.d_out, op.d_in, op.d_out))
+    # float64 rows of K for the Gram-Schmidt, kept block by block where they fit (else converted per block)
+    K64 = None if B * M * op.d_out > _K64_MAX_ELEMENTS else Kt if dt == torch.float64 else \
+        Kt.new_empty(Kt.shape, dtype=torch.float64)
     rows = lambda X: X.transpose(1, 2)  # noqa: E731  (B, n, r) <-> (B, r, n)
     omega = torch.randn(B, op.d_in, r, generator=generator, dtype=dt, device=gdev).to(dev)
     Kt[:, :r] = rows(orthonormalize(op.jvp(omega)))
+    if K64 is not None and K64 is not Kt:
+        K64[:, :r] = Kt[:, :r]
     Wt[:, :r] = rows(op.vjp(rows(Kt[:, :r])))
     columns = 2 * r
     c = min(k + 1, kmax)  # triplets whose residuals are needed: k and the neighbour below
@@ -170,7 +193,9 @@ def randomized_svd(op, k: int, oversample: int, power_iters: Optional[int], tol:
             if done or (last is not None and bool((bound > 0.9 * last).all())):
                 break
             last = bound
-        Kt[:, m:m + r] = _orthogonalize_against(Yt[:, m - r:m], Kt[:, :m])
+        Kt[:, m:m + r] = _orthogonalize_against(Yt[:, m - r:m], Kt[:, :m], K64=K64)
+        if K64 is not None and K64 is not Kt:
+            K64[:, m:m + r] = Kt[:, m:m + r]  # the stored (rounded) rows, which later blocks are projected against
         Wt[:, m:m + r] = rows(op.vjp(rows(Kt[:, m:m + r])))
         columns += r
         q, m = q + 1, m + r

@@ -222,3 +222,21 @@ def test_gram_schmidt_in_slices_equals_the_whole():
     for Q in (whole, sliced):
         assert float((Q @ K.transpose(1, 2)).abs().max()) <= 1e-6
         assert float((Q @ Q.transpose(1, 2) - torch.eye(20)).abs().max()) <= 2e-6
+
+
+def test_gram_schmidt_with_kept_float64_rows_equals_converting():
+    """With the caller's float64 copy of K (the fused second pass + CholeskyQR from its Gram): same block as
+    converting K, as orthogonal to K and orthonormal, for a block mostly inside span(K) and for a generic one."""
+    from latentfast.localbasis.krylov import _orthogonalize_against
+    from latentfast.ops.small_linalg import orthonormalize
+
+    K = orthonormalize(torch.randn(3, 600, 40)).transpose(1, 2).contiguous()
+    for inside in (10.0, 0.0):
+        Y = torch.randn(3, 20, 600) + inside * torch.randn(3, 20, 40) @ K
+        K64 = torch.full((3, 60, 600), float("nan"), dtype=torch.float64)  # rows 40..60: work space
+        K64[:, :40] = K
+        kept = _orthogonalize_against(Y, K, K64=K64)
+        assert kept.dtype == torch.float64 and torch.equal(K64[:, :40], K.double())
+        torch.testing.assert_close(kept.float(), _orthogonalize_against(Y, K), rtol=0, atol=1e-6)
+        assert float((kept @ K.double().transpose(1, 2)).abs().max()) <= 1e-12
+        assert float((kept @ kept.transpose(1, 2) - torch.eye(20, dtype=torch.float64)).abs().max()) <= 1e-10
