@@ -16,7 +16,8 @@ The gap above is certified: Ritz values interlace, sigma_{i-1} >= s_{i-1}.  The 
 singular value lies within rho_{i+1} / sqrt 2 of s_{i+1} and assumes it is sigma_{i+1}, i.e. that the Krylov
 space has not missed a singular value between s_{i+1} and s_i — true with overwhelming probability for a Gaussian
 start (no method can rule it out from a few products with J); the tests check the bound against exact SVDs.
-``floor`` covers the rounding of the passes themselves (:func:`rounding_floor`).
+``floor`` covers the rounding of the passes themselves (:func:`rounding_floor`).  The returned triplets'
+r_i are the last check's when they come from its Gram eigendecomposition (below).
 Where delta_i <= 0 or rho_i >= delta_i nothing is certified and the bound is pi / 2.
 
 Adaptive (``power_iters=None``): after ``MIN_ITERS`` iterations, iterate until every direction's bound is below
@@ -117,14 +118,17 @@ def _orthogonalize_against(Yt: Tensor, Kt: Tensor, max_elements: int = 1 << 22,
     return orthonormalize(Y64.transpose(1, 2)).transpose(1, 2).to(Yt.dtype)
 
 
-def _residuals(Kt: Tensor, Wt: Tensor, Yt: Tensor, Zt: Tensor, s: Tensor, Vt: Optional[Tensor]) -> Tensor:
+def _residuals(Kt: Tensor, Wt: Tensor, Yt: Tensor, Zt: Tensor, s: Tensor, Vt: Optional[Tensor],
+               r: Optional[Tensor] = None) -> Tensor:
     """sqrt(r_i^2 + t_i^2) (B, c), float64, for the triplets u_i = K Z e_i, s_i, v_i, in rows: Kt, Wt, Yt
     (B, m, n) the transposes of K, W, Y = J W, Zt (B, c, m) = Z^T in K's dtype, s (B, c) float64:
     r_i = ||Y Z e_i / s_i - s_i u_i||, t_i = ||W Z e_i - s_i v_i|| (J^T u_i = W Z e_i; Vt (B, c, n) = V^T);
-    Vt None: v_i = W Z e_i / s_i, t_i = 0 by construction."""
+    Vt None: v_i = W Z e_i / s_i, t_i = 0 by construction.  ``r``: the r_i (B, c) float64 when already known
+    (a check computed them for the same Z)."""
     safe = torch.where(s > 0, s, torch.ones_like(s)).to(Kt.dtype)[:, :, None]
     sc = s.to(Kt.dtype)[:, :, None]
-    r = torch.baddbmm(Zt @ Yt / safe, Zt * sc, Kt, alpha=-1.0).norm(dim=2).double()
+    if r is None:
+        r = torch.baddbmm(Zt @ Yt / safe, Zt * sc, Kt, alpha=-1.0).norm(dim=2).double()
     if Vt is None:
         return r
     t = (Zt @ Wt - Vt * sc).norm(dim=2).double()
@@ -204,9 +208,10 @@ def randomized_svd(op, k: int, oversample: int, power_iters: Optional[int], tol:
         ritz = None
     elif ritz is None or ritz[1].shape[2] != m:  # no check at this width
         ritz = _eig(_gram(Wt, gram), c)
-    Vt, S, Zt = _right_vectors(Wt, ritz, c)  # S (B, m) float64
+    Vt, S, Zt, redone = _right_vectors(Wt, ritz, c)  # S (B, m) float64
     s = S[:, :c]
-    rho = _residuals(Kt, Wt, Yt, Zt, s, Vt) + rounding_floor(s[:, :1], dt)
+    reuse = ritz is not None and len(ritz) == 4 and not redone  # the last check's r_i are these triplets' r_i
+    rho = _residuals(Kt, Wt, Yt, Zt, s, Vt, ritz[3] if reuse else None) + rounding_floor(s[:, :1], dt)
     if s.shape[1] < c:  # no Ritz value below the k-th (a space of k columns): nothing certifies the gap below
         s = torch.cat([s, torch.zeros_like(s[:, :1])], 1)
         rho = torch.cat([rho, torch.full_like(rho[:, :1], math.inf)], 1)
@@ -258,7 +263,7 @@ def _right_vectors(Wt: Tensor, ritz, c: int):
     """Vt (B, c', n) = V^T, all Ritz values S (B, m) float64 and Zt (B, c', m) in W's dtype of the top
     c' = min(c, m) triplets of W = J^T K (rows Wt (B, m, n) = W^T): from the Gram eigendecomposition ``ritz``
     (V = W Z / s) where that is accurate (W narrower than float64, s_c >= 1e-4 s_1), else (float64 W: ``ritz``
-    None; rank-deficient panels) from :func:`thin_svd` of W, for those latents."""
+    None; rank-deficient panels) from :func:`thin_svd` of W, for those latents; and whether any latent was."""
     B, m, n = Wt.shape
     c = min(c, m)
     if ritz is None:
@@ -273,7 +278,8 @@ def _right_vectors(Wt: Tensor, ritz, c: int):
         idx = bad.nonzero().squeeze(1)
         P, Sb, Rh = thin_svd(Wt[idx].transpose(1, 2))  # W = J^T K = P S Rh  =>  K^T J = Rh^T S P^T
         Vt[idx], Zt[idx], S[idx] = P[:, :, :c].transpose(1, 2), Rh[:, :c], Sb.double()
-    return Vt, S, Zt
+        return Vt, S, Zt, True
+    return Vt, S, Zt, False
 
 
 def _settled(ritz, k, tol, min_gap, dtype):

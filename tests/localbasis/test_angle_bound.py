@@ -71,6 +71,22 @@ def test_adaptive_reaches_tol_where_the_gap_allows(spectrum):
         assert bool((lb.iterations <= 12).all()) and bool((lb.iterations >= 2).all())
 
 
+def test_adaptive_result_equals_the_fixed_count_it_ran(spectrum):
+    """The adaptive result (triplets and residuals taken over from its last check) is the fixed-count result at
+    the iterations it ran (eigendecomposition and residuals computed afresh), bounds included."""
+    name, net, z, U, S, Vt = spectrum
+    kw = dict(method="randomized", backend="reference")
+    adaptive = lf.local_basis(net.spec(), z, 10, generator=torch.Generator().manual_seed(3), **kw)
+    q = int(adaptive.iterations[0])
+    assert q > 2 and bool((adaptive.iterations == q).all()), name  # ran past the first check
+    fixed = lf.local_basis(net.spec(), z, 10, power_iters=q, generator=torch.Generator().manual_seed(3), **kw)
+    assert torch.equal(fixed.tangent_columns, adaptive.tangent_columns)
+    for a, b in ((adaptive.basis, fixed.basis), (adaptive.input_basis, fixed.input_basis)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    torch.testing.assert_close(adaptive.singular_values, fixed.singular_values, rtol=1e-6, atol=0)
+    torch.testing.assert_close(adaptive.angle_bound, fixed.angle_bound, rtol=1e-3, atol=0)
+
+
 def test_tighter_tol_iterates_more_and_max_iters_caps(spectrum):
     name, net, z, U, S, Vt = spectrum
     kw = dict(method="randomized", generator=torch.Generator().manual_seed(0))
