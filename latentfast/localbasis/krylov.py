@@ -90,23 +90,19 @@ def _orthogonalize_against(Yt: Tensor, Kt: Tensor, max_elements: int = 1 << 22,
     old ones, and the rounding of a float32 projection, divided by the small remainder, cost U's orthonormality
     up to 4e-5 (on the embedded generator's 64-d W; float32 rounding alone leaves ~1e-6).
 
-    K64 (B, >= m + r, n) float64: the caller's float64 copy of Kt in its first m rows (kept block by block, so K
-    is not converted again per block); rows m..m + r are overwritten as work space.  The second pass then forms
-    its coefficients and the block's Gram matrix in one product with rows 0..m + r, and the CholeskyQR starts
-    from that Gram (minus the second projection's share; see :func:`orthonormalize_with_gram`).  Without K64, K is
+    K64 (B, >= m, n) float64: the caller's float64 copy of Kt in its first m rows (kept block by block, so K is
+    not converted again per block).  The CholeskyQR then starts from the block's Gram matrix formed beside the
+    second pass's coefficients, less that pass's share (see :func:`orthonormalize_with_gram`).  Without K64, K is
     converted in column slices of at most ``max_elements`` float64 values (once, when that holds all of it), so an
     image-sized output space does not hold a float64 copy of K."""
     B, m, n = Kt.shape
     if K64 is not None:
-        r = Yt.shape[1]
-        Y64, K = K64[:, m:m + r], K64[:, :m]
-        Y64.copy_(Yt)
+        K, Y64 = K64[:, :m], Yt.double()  # Y64 contiguous: the in-place products below stay batched
         Y64.baddbmm_(Y64 @ K.transpose(1, 2), K, alpha=-1.0)
-        X = Y64 @ K64[:, :m + r].transpose(1, 2)  # (B, r, m + r): [second-pass coefficients C | Gram of Y64]
-        C = X[:, :, :m]
+        C, gram = Y64 @ K.transpose(1, 2), Y64 @ Y64.transpose(1, 2)  # second-pass coefficients, Gram before it
         Y64.baddbmm_(C, K, alpha=-1.0)
-        gram = torch.baddbmm(X[:, :, m:], C, C.transpose(1, 2), alpha=-1.0)  # Gram after the pass (K K^T = I)
-        return orthonormalize_with_gram(Y64.transpose(1, 2), gram.transpose(1, 2), Yt.dtype).transpose(1, 2)
+        gram.baddbmm_(C, C.transpose(1, 2), alpha=-1.0)  # the Gram after the second pass (K K^T = I)
+        return orthonormalize_with_gram(Y64.transpose(1, 2), gram, Yt.dtype).transpose(1, 2)
     step = max(1, max_elements // max(1, B * m))
     whole = Kt.double() if step >= n else None
     part = lambda a: whole if whole is not None else Kt[:, :, a:a + step].double()  # noqa: E731

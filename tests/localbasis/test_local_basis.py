@@ -233,7 +233,7 @@ def test_gram_schmidt_with_kept_float64_rows_equals_converting():
     K = orthonormalize(torch.randn(3, 600, 40)).transpose(1, 2).contiguous()
     for inside in (10.0, 0.0):
         Y = torch.randn(3, 20, 600) + inside * torch.randn(3, 20, 40) @ K
-        K64 = torch.full((3, 60, 600), float("nan"), dtype=torch.float64)  # rows 40..60: work space
+        K64 = torch.full((3, 60, 600), float("nan"), dtype=torch.float64)  # rows 40..60: not read
         K64[:, :40] = K
         kept = _orthogonalize_against(Y, K, K64=K64)
         assert kept.dtype == torch.float64 and torch.equal(K64[:, :40], K.double())
