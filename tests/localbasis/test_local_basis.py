@@ -240,3 +240,26 @@ def test_gram_schmidt_with_kept_float64_rows_equals_converting():
         torch.testing.assert_close(kept.float(), _orthogonalize_against(Y, K), rtol=0, atol=1e-6)
         assert float((kept @ K.double().transpose(1, 2)).abs().max()) <= 1e-12
         assert float((kept @ kept.transpose(1, 2) - torch.eye(20, dtype=torch.float64)).abs().max()) <= 1e-10
+
+
+def test_mlp_spec_is_taken_once_per_call():
+    """A module's mlp_spec() (which may rebuild its effective weights) runs once per local_basis call, not once
+    per chunk; the result is the spec's own."""
+    spec = lf.MLPSpec([torch.randn(32, 16) / 4, torch.randn(8, 32) / 6], [torch.randn(32), None])
+
+    class Net:
+        calls = 0
+
+        def mlp_spec(self):
+            Net.calls += 1
+            return spec
+
+        def __call__(self, z):
+            return spec(z)
+
+    z = torch.randn(6, 16)
+    kw = dict(method="randomized", power_iters=2, chunk_size=2, backend="reference")
+    lb = lf.local_basis(Net(), z, 2, generator=torch.Generator().manual_seed(0), **kw)
+    assert Net.calls == 1
+    ref = lf.local_basis(spec, z, 2, generator=torch.Generator().manual_seed(0), **kw)
+    assert torch.equal(lb.input_basis, ref.input_basis) and torch.equal(lb.singular_values, ref.singular_values)
