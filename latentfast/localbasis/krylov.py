@@ -24,10 +24,11 @@ Adaptive (``power_iters=None``): after ``MIN_ITERS`` iterations, iterate until e
 ``tol`` or its relative gap to a neighbour, min(s_{i-1} - s_i, s_i - s_{i+1}) / s_i, is below ``min_gap``
 (such directions converge too slowly to chase: nearly repeated singular values; their bound is reported as it is),
 at most ``max_iters`` iterations.  A check is skipped when the previous one left a chased direction with
-rho_i / delta_i > ``SKIP_FACTOR`` tol (1e3 tol): it could not pass.  Ritz values and vectors come from the eigendecomposition of the Gram matrix
-W^T W in float64 (W^T W = Z diag(s^2) Z^T: u_i = K Z e_i, v_i = W Z e_i / s_i), at each check and for the returned
-triplets (the last check's, reused); a thin SVD of W instead for float64 inputs (the Gram would cost them half their
-digits) and for latents whose s_{k+1} < 1e-4 s_1 (a rank-deficient W, where W Z / s is not orthonormal).
+rho_i / delta_i > ``SKIP_FACTOR`` tol (1e3 tol): it could not pass.  Ritz values and vectors come from the
+eigendecomposition of the Gram matrix W^T W in float64 (W^T W = Z diag(s^2) Z^T: u_i = K Z e_i,
+v_i = W Z e_i / s_i), at each check and for the returned triplets (the last check's, reused); a thin SVD of W
+instead for float64 inputs (the Gram would cost them half their digits) and for latents whose s_{k+1} < 1e-4 s_1
+(a rank-deficient W, where W Z / s is not orthonormal).
 The blocks are kept as the rows of preallocated (B, M, n) buffers (K^T, W^T, Y^T), so every product with them
 is a wide (few x m) @ (m x n) GEMM and nothing is concatenated.
 """
@@ -91,9 +92,9 @@ def _orthogonalize_against(Yt: Tensor, Kt: Tensor, max_elements: int = 1 << 22,
                            K64: Optional[Tensor] = None) -> Tensor:
     """Rows: Yt (B, r, n) minus its components in the orthonormal rows Kt (B, m, n), twice (classical Gram-Schmidt
     needs the second pass to stay orthogonal in floating point), then orthonormalised; returns (B, r, n) in Yt's
-    dtype (float64 with K64).  The projections run in float64: as the Krylov space converges the new block lies nearly inside the
-    old ones, and the rounding of a float32 projection, divided by the small remainder, cost U's orthonormality
-    up to 4e-5 (on the embedded generator's 64-d W; float32 rounding alone leaves ~1e-6).
+    dtype (float64 with K64).  The projections run in float64: as the Krylov space converges the new block lies
+    nearly inside the old ones, and the rounding of a float32 projection, divided by the small remainder, cost
+    U's orthonormality up to 4e-5 (on the embedded generator's 64-d W; float32 rounding alone leaves ~1e-6).
 
     K64 (B, >= m, n) float64: the caller's float64 copy of Kt in its first m rows (kept block by block, so K is
     not converted again per block).  The CholeskyQR then starts from the block's Gram matrix formed beside the

@@ -101,8 +101,8 @@ def test_skipped_checks_change_nothing_but_the_count(spectrum, monkeypatch):
         return real(*a)
 
     monkeypatch.setattr(krylov, "_settled", counted)
-    run = lambda: lf.local_basis(net.spec(), z, 10, method="randomized", backend="reference", oversample=2,  # noqa: E731
-                                 generator=torch.Generator().manual_seed(3))
+    run = lambda: lf.local_basis(net.spec(), z, 10, method="randomized", backend="reference",  # noqa: E731
+                                 oversample=2, generator=torch.Generator().manual_seed(3))
     skipping = run()
     skipped = list(checks)
     checks.clear()
