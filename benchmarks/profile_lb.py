@@ -66,6 +66,7 @@ def install():
         (jac_mod.CheckedOperator, "jvp", "JVP"), (jac_mod.CheckedOperator, "vjp", "VJP"),
         (kr.KrylovResult, "__init__", "result"),
         (kr, "orthonormalize", "CholeskyQR2"),
+        (kr, "orthonormalize_with_gram", "CholeskyQR (from the Gram)"),
         (kr, "_orthogonalize_against", "orthogonalise new block"),
         (kr, "_gram", "check: Gram W^T W (float64)"),
         (kr, "_settled", "check (_settled)"),

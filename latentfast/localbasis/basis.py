@@ -189,8 +189,8 @@ def local_basis(f: Callable[[Tensor], Tensor], z, k: Optional[int] = None, metho
     if spec is not None and spec.d_in != z.shape[1]:
         raise ValueError(f"z: expected width d_in = {spec.d_in} for this MLP, got shape {tuple(z.shape)}")
     def lin(s, e):  # f's output enters here: checked in jacobian.linearize
-        try:
-            return linearize(f, z[s:e], backend, row_offset=s, plan=plan)
+        try:  # an MLP f's spec once per call, not once per chunk (f.mlp_spec() may rebuild its weights)
+            return linearize(f if spec is None else spec, z[s:e], backend, row_offset=s, plan=plan)
         except RuntimeError as exc:  # typically a shape or dtype mismatch inside f
             raise ValueError(f"z: f could not be applied to latents of shape {tuple(z[s:e].shape)} "
                              f"({z.dtype}): {exc}") from exc

@@ -71,6 +71,50 @@ def test_adaptive_reaches_tol_where_the_gap_allows(spectrum):
         assert bool((lb.iterations <= 12).all()) and bool((lb.iterations >= 2).all())
 
 
+def test_adaptive_result_equals_the_fixed_count_it_ran(spectrum):
+    """The adaptive result (triplets and residuals taken over from its last check) is the fixed-count result at
+    the iterations it ran (eigendecomposition and residuals computed afresh), bounds included."""
+    name, net, z, U, S, Vt = spectrum
+    kw = dict(method="randomized", backend="reference")
+    adaptive = lf.local_basis(net.spec(), z, 10, generator=torch.Generator().manual_seed(3), **kw)
+    q = int(adaptive.iterations[0])
+    assert q > 2 and bool((adaptive.iterations == q).all()), name  # ran past the first check
+    fixed = lf.local_basis(net.spec(), z, 10, power_iters=q, generator=torch.Generator().manual_seed(3), **kw)
+    assert torch.equal(fixed.tangent_columns, adaptive.tangent_columns)
+    for a, b in ((adaptive.basis, fixed.basis), (adaptive.input_basis, fixed.input_basis)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    torch.testing.assert_close(adaptive.singular_values, fixed.singular_values, rtol=1e-6, atol=0)
+    torch.testing.assert_close(adaptive.angle_bound, fixed.angle_bound, rtol=1e-3, atol=0)
+
+
+def test_skipped_checks_change_nothing_but_the_count(spectrum, monkeypatch):
+    """A check that the previous one showed cannot pass (rho / delta > SKIP_FACTOR tol) is skipped: same
+    iterations, triplets and bounds as checking every iteration, with fewer eigendecompositions."""
+    from latentfast.localbasis import krylov
+
+    name, net, z, U, S, Vt = spectrum
+    checks = []
+    real = krylov._settled
+
+    def counted(*a):
+        checks.append(a[0][1].shape[2])
+        return real(*a)
+
+    monkeypatch.setattr(krylov, "_settled", counted)
+    run = lambda: lf.local_basis(net.spec(), z, 10, method="randomized", backend="reference",  # noqa: E731
+                                 oversample=2, generator=torch.Generator().manual_seed(3))
+    skipping = run()
+    skipped = list(checks)
+    checks.clear()
+    monkeypatch.setattr(krylov, "SKIP_FACTOR", math.inf)
+    every = run()
+    assert len(skipped) < len(checks), (name, skipped, checks)  # the test means something
+    assert torch.equal(skipping.iterations, every.iterations)
+    for a, b in ((skipping.basis, every.basis), (skipping.input_basis, every.input_basis),
+                 (skipping.singular_values, every.singular_values), (skipping.angle_bound, every.angle_bound)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_tighter_tol_iterates_more_and_max_iters_caps(spectrum):
     name, net, z, U, S, Vt = spectrum
     kw = dict(method="randomized", generator=torch.Generator().manual_seed(0))

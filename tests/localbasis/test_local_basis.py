@@ -222,3 +222,44 @@ def test_gram_schmidt_in_slices_equals_the_whole():
     for Q in (whole, sliced):
         assert float((Q @ K.transpose(1, 2)).abs().max()) <= 1e-6
         assert float((Q @ Q.transpose(1, 2) - torch.eye(20)).abs().max()) <= 2e-6
+
+
+def test_gram_schmidt_with_kept_float64_rows_equals_converting():
+    """With the caller's float64 copy of K (the fused second pass + CholeskyQR from its Gram): same block as
+    converting K, as orthogonal to K and orthonormal, for a block mostly inside span(K) and for a generic one."""
+    from latentfast.localbasis.krylov import _orthogonalize_against
+    from latentfast.ops.small_linalg import orthonormalize
+
+    K = orthonormalize(torch.randn(3, 600, 40)).transpose(1, 2).contiguous()
+    for inside in (10.0, 0.0):
+        Y = torch.randn(3, 20, 600) + inside * torch.randn(3, 20, 40) @ K
+        K64 = torch.full((3, 60, 600), float("nan"), dtype=torch.float64)  # rows 40..60: not read
+        K64[:, :40] = K
+        kept = _orthogonalize_against(Y, K, K64=K64)
+        assert kept.dtype == torch.float64 and torch.equal(K64[:, :40], K.double())
+        torch.testing.assert_close(kept.float(), _orthogonalize_against(Y, K), rtol=0, atol=1e-6)
+        assert float((kept @ K.double().transpose(1, 2)).abs().max()) <= 1e-12
+        assert float((kept @ kept.transpose(1, 2) - torch.eye(20, dtype=torch.float64)).abs().max()) <= 1e-10
+
+
+def test_mlp_spec_is_taken_once_per_call():
+    """A module's mlp_spec() (which may rebuild its effective weights) runs once per local_basis call, not once
+    per chunk; the result is the spec's own."""
+    spec = lf.MLPSpec([torch.randn(32, 16) / 4, torch.randn(8, 32) / 6], [torch.randn(32), None])
+
+    class Net:
+        calls = 0
+
+        def mlp_spec(self):
+            Net.calls += 1
+            return spec
+
+        def __call__(self, z):
+            return spec(z)
+
+    z = torch.randn(6, 16)
+    kw = dict(method="randomized", power_iters=2, chunk_size=2, backend="reference")
+    lb = lf.local_basis(Net(), z, 2, generator=torch.Generator().manual_seed(0), **kw)
+    assert Net.calls == 1
+    ref = lf.local_basis(spec, z, 2, generator=torch.Generator().manual_seed(0), **kw)
+    assert torch.equal(lb.input_basis, ref.input_basis) and torch.equal(lb.singular_values, ref.singular_values)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from latentfast.ops.small_linalg import cholesky_qr, jacobi_svd, thin_svd
+from latentfast.ops.small_linalg import cholesky_qr, jacobi_svd, orthonormalize_with_gram, thin_svd
 
 
 def panels(B, n, r, cond, dtype, seed=0):
@@ -26,6 +26,24 @@ def test_cholesky_qr_orthonormal_and_reconstructs(cond, dtype):
     rel = torch.linalg.matrix_norm((Q @ R - Y).double()) / torch.linalg.matrix_norm(Y.double())
     assert float(rel.max()) < 50 * eps
     assert torch.equal(R.tril(-1), torch.zeros_like(R))
+
+
+@pytest.mark.parametrize("cond", [1.0, 1e5, 1e15], ids=["cond1", "cond1e5", "cond1e15"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_orthonormalize_with_gram_matches_cholesky_qr(cond, dtype):
+    """From a given Gram matrix: one pass (well conditioned, float32 result), two passes (cond 1e5, or a float64
+    result), or the full fallback (cond 1e15, a rank-deficient panel): the same basis as cholesky_qr, orthonormal."""
+    Y = panels(6, 100, 20, cond, torch.float64, seed=1)
+    Y[0, :, 3] = 0
+    Q = orthonormalize_with_gram(Y, Y.transpose(1, 2) @ Y, dtype)
+    assert Q.dtype == torch.float64
+    eps = torch.finfo(dtype).eps
+    eye = torch.eye(20, dtype=torch.float64)
+    assert float((Q.transpose(1, 2) @ Q - eye).abs().max()) < 50 * eps
+    good = slice(1, None)  # the same panels where the basis is unique (full rank, well enough conditioned)
+    if cond < 1e9:
+        ref = cholesky_qr(Y)[0]
+        torch.testing.assert_close(Q[good], ref[good], rtol=0, atol=1e-6 if dtype == torch.float32 else 1e-9)
 
 
 def test_cholesky_qr_bad_shape():

@@ -27,13 +27,14 @@ _MAX_COND = 1e7
 _ONE_PASS_COND = 1e3
 
 
-def _chol_pass(Y: Tensor, shift: Tensor | None = None) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+def _chol_pass(Y: Tensor, shift: Tensor | None = None,
+               gram: Tensor | None = None) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """One CholeskyQR pass in float64: Y = Q R.  Returns (Q, R, ok, cond): ok (B,) bool, cond (B,) an upper bound
-    on cond_2(Y) (||R||_F ||R^-1||_F).  Works on the rows
-    Y^T (r, n): Q^T = R^-T Y^T is a wide (r x r) @ (r x n) GEMM (several times faster than Y @ R^-1, whose
+    on cond_2(Y) (||R||_F ||R^-1||_F).  ``gram``: Y^T Y (B, r, r) float64 when the caller already has it.  Works on
+    the rows Y^T (r, n): Q^T = R^-T Y^T is a wide (r x r) @ (r x n) GEMM (several times faster than Y @ R^-1, whose
     output has only r columns); Q comes back as the transpose of a contiguous (B, r, n) tensor."""
     Yt = Y.transpose(-1, -2).contiguous()
-    G = Yt @ Yt.transpose(-1, -2)
+    G = Yt @ Yt.transpose(-1, -2) if gram is None else gram
     if shift is not None:
         G = G + shift[:, None, None] * torch.eye(G.shape[-1], dtype=G.dtype, device=G.device)
     with single_threaded(G):
@@ -94,6 +95,21 @@ def cholesky_qr(Y: Tensor) -> Tuple[Tensor, Tensor]:
 def orthonormalize(Y: Tensor) -> Tensor:
     """Orthonormal basis Q (B, n, r) of the column spaces of Y (B, n, r) (see :func:`cholesky_qr`)."""
     return cholesky_qr(Y)[0]
+
+
+def orthonormalize_with_gram(Y: Tensor, gram: Tensor, dtype: torch.dtype) -> Tensor:
+    """:func:`orthonormalize` of float64 panels Y (B, n, r) whose Gram matrix Y^T Y (B, r, r) float64 the caller
+    has already formed (e.g. alongside a Gram-Schmidt pass), for a result to be rounded to ``dtype``: the first
+    CholeskyQR pass starts from ``gram``; the second runs as in :func:`cholesky_qr` (skipped for a ``dtype``
+    narrower than float64 when every panel's cond <= 1e3); when the first pass fails for any panel, all of
+    :func:`cholesky_qr` reruns from Y (its shifted and Householder fallbacks).  Returns float64 Q (B, n, r)."""
+    Q1, _, ok1, cond = _chol_pass(Y, gram=gram)
+    if not bool(ok1.all()):
+        return cholesky_qr(Y)[0]
+    if dtype != torch.float64 and float(cond.max()) <= _ONE_PASS_COND:
+        return Q1
+    Q2, _, ok2, _ = _chol_pass(Q1)
+    return Q2 if bool(ok2.all()) else cholesky_qr(Y)[0]
 
 
 def small_svd(R: Tensor, method: str = "auto") -> Tuple[Tensor, Tensor, Tensor]:
