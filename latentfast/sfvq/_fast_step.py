@@ -33,12 +33,13 @@ Tensor = torch.Tensor
 _VEC_BYTES = {"AVX512": 64, "AVX2": 32, "DEFAULT": 32}
 
 #: steps whose GEMM (B x (M - 1) x D multiply-adds) is below this run on one thread, where a parallel region
-#: costs more than it saves (the recipe's early stages).  From batch 64 x M = 512 x D = 512 up the step keeps
-#: torch's threads: on the quiet 2-core machine two threads took 2.8-3.4 ms per step at M = 1024 against
-#: 3.8-4.6 ms on one (bit-identical results).  An oversubscribed machine punishes that, as it does every threaded
-#: torch op: at load 11-17 two threads measured 98 ms per step against 11 ms (barriers wait for descheduled
-#: threads) — set torch.set_num_threads(1) there.
-SMALL_STEP = 1 << 24
+#: costs about what it saves (the recipe's first stages).  From batch 64 x M = 64 x D = 512 up the step keeps
+#: torch's threads: on the quiet 2-core machine (since the rows of the assignment are split too) two threads took
+#: 367 / 435 / 560 us per step at M = 64 / 128 / 256 against 409 / 620 / 860 us on one, and at M = 16 / 32 only
+#: 205 / 279 against 233 / 302 (bit-identical results).  An oversubscribed machine punishes threads, as it does
+#: every threaded torch op: at load 11-17 two threads measured 98 ms per step at M = 1024 against 11 ms (barriers
+#: wait for descheduled threads) — set torch.set_num_threads(1) there.
+SMALL_STEP = 1 << 21
 
 
 def _torch_vector_layout(dtype: torch.dtype) -> Tuple[int, bool]:
