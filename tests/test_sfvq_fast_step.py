@@ -124,6 +124,29 @@ def test_fast_step_refuses_nan_and_modifies_nothing():
 
 
 @needs_native
+@pytest.mark.parametrize("scale", [1e-22, 1e-7, 1.0, 1e11, 1e19])
+def test_train_step_is_exact_at_any_scale(scale):
+    """Outside the native step's range (float32 cheap distances underflow or overflow: without the window 4 of
+    64 rows were wrong at 1e-22 and 5 at 1e19) train_step takes the autograd path, which rescales; inside it the
+    native step serves.  Either way every row gets the float64 oracle's nearest dithered point."""
+    g = torch.Generator().manual_seed(12)
+    c = torch.randn(32, 16, generator=g) * scale
+    x = torch.randn(64, 16, generator=g) * scale
+    lam = torch.rand(31, generator=g)
+    v = c.clone().requires_grad_(True)
+    opt = fit._adam(v, 1e-3)
+    reasons = _fast_step.fast_step_why_not(v, opt, x, lam, "auto")
+    big, lim = max(float(x.abs().max()), float(c.abs().max())), 2.0 ** _fast_step.NATIVE_LOG2_RANGE[torch.float32]
+    inside = 1 / lim <= big <= lim
+    assert inside == (scale in (1e-7, 1.0, 1e11))
+    assert (reasons == []) == inside, reasons
+    _, idx = fit.train_step(v, opt, x, lam)
+    assert (v.grad is None) == inside  # the native step forms no dense gradient
+    dith = (c[:-1] + lam[:, None] * (c[1:] - c[:-1])).double()
+    assert torch.equal(idx, ((x.double()[:, None] - dith[None]) ** 2).sum(-1).argmin(1))
+
+
+@needs_native
 def test_fast_step_near_ties_take_the_second_pass_and_stay_exact():
     """A grown curve shrunk to 1 % of its size around its mean, under D = 512 noise: every dithered point is at
     almost the same distance, most rows cannot be certified from the K candidates and take the second,

@@ -86,7 +86,7 @@ def _stepper(vertices: Tensor, optimizer, rows: int, lam_len: int, chunk_size: O
         return None
     x = torch.empty(rows, vertices.shape[1], dtype=vertices.dtype, device=vertices.device)
     lam = torch.empty(lam_len, dtype=vertices.dtype, device=vertices.device)
-    if _fast_step.fast_step_why_not(vertices, optimizer, x, lam, "auto"):
+    if _fast_step.fast_step_why_not(vertices, optimizer, x, lam, "auto", values=False):
         return None
     return _fast_step.Stepper(vertices, optimizer, x)
 
