@@ -3,6 +3,7 @@
 // the caller then re-scores exactly in float64.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <limits>
 
@@ -53,5 +54,13 @@ struct TopK {
     }
   }
 };
+
+// The certification rule of both kernels: an entry whose cheap distance is finite and exceeds the best exact
+// distance so far by more than the rounding bound cannot be (or tie) the exact nearest one.  A non-finite
+// cheap distance (overflow) rules nothing out.  Used for the K-th candidate (the row is certified) and, in the
+// second pass of an uncertified row, for every entry (the ones not ruled out are re-scored exactly).
+inline bool ruled_out(double cheap, double bound, double best_exact) {
+  return std::isfinite(cheap) && cheap - bound > best_exact;
+}
 
 }  // namespace latentfast

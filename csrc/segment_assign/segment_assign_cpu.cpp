@@ -305,14 +305,13 @@ void run(const at::Tensor& points, const at::Tensor& vertices_in, bool segments,
         offer(top.i[s]);
       }
       bool unsure = bad || !std::isfinite(best_d);
-      if (certify && !unsure && !(std::isfinite(top.v[K - 1]) && top.v[K - 1] - bound > best_d)) {
-        // Near-ties beyond the K candidates (written as "not certified" so that an infinite K-th value lands
-        // here too): re-score exactly every segment the bound does not rule out, i.e. all but those with a
-        // finite cheap distance - bound > the best exact distance so far (which only decreases).  Every segment
+      if (certify && !unsure && !ruled_out(top.v[K - 1], bound, best_d)) {
+        // Near-ties beyond the K candidates (or an infinite K-th value): re-score exactly every segment the
+        // bound does not rule out against the best exact distance so far (which only decreases).  Every segment
         // that can reach the exact minimum passes, so the row's answer is the float64 brute force's (ties to
         // the lowest index).
         for (int64_t j = 0; j < S; ++j)
-          if (!(std::isfinite(dd[j]) && dd[j] - bound > best_d)) offer(j);
+          if (!ruled_out(dd[j], bound, best_d)) offer(j);
         unsure = !std::isfinite(best_d);
       }
       const int64_t o = r0 + r;

@@ -10,8 +10,8 @@
 //   * nearest dithered point: the segment_assign kernel's method in vertex mode (one GEMM of the shifted
 //     rows, cheap expanded distances, the K best re-scored in float64, certified by the rigorous rounding bound
 //     of reference.gemm_error_bound; a row it cannot certify re-scores every dithered point the bound does not
-//     rule out — the float64 brute force's answer at a fraction of its cost; NaN/overflow rows take the brute
-//     force itself);
+//     rule out (common/topk.h ruled_out: a non-finite cheap distance rules nothing out) — the float64 brute
+//     force's answer at a fraction of its cost);
 //   * gradient: g_i = (2 / (B D)) (p_i - x_i), summed per dithered point in batch order, then to the vertices
 //     as autograd sums them: grad v_j = (G_j - G_j lam_j) + G_{j-1} lam_{j-1}  (only 2 x B rows non-zero; no
 //     dense gradient is formed);
@@ -39,7 +39,7 @@ namespace latentfast {
 //   pass the same one every step (a Stepper does) so that no step allocates and faults in fresh pages.
 // Returns {loss, status, brute}: loss = mean squared error over B x D (computed in float64); status 0 = done,
 // 1 = x holds NaN/Inf, 2 = the vertices (or lam) hold NaN/Inf or overflow (with status != 0 nothing was
-// modified); brute = rows the certification left to the second pass (or the brute force).
+// modified); brute = rows the certification left to the second pass.
 std::tuple<double, int64_t, int64_t> sfvq_step_cpu(at::Tensor& vertices, at::Tensor& exp_avg,
                                                    at::Tensor& exp_avg_sq, const at::Tensor& x,
                                                    const at::Tensor& lam, double step, double lr, double beta1,

@@ -405,45 +405,26 @@ std::tuple<double, int64_t, int64_t> run(at::Tensor& vertices, at::Tensor& exp_a
         int64_t best_j = 0;
         const double e = xnorm[r] + cmax;
         const double bound = bound_factor * e * e;
-        for (int64_t s = 0; s < K; ++s) {
-          if (top.v[s] - bound > best_d) break;  // sorted: no later candidate can win
-          const int64_t j = top.i[s];
+        auto offer = [&](int64_t j) {  // exact float64 distance of dithered point j; ties to the lowest index
           dithered_point(V, lam, j, D, pj.data());
           const double dj = sq_dist(x64.data(), pj.data(), D);
           if (dj < best_d || (dj == best_d && j < best_j)) {
             best_d = dj;
             best_j = j;
           }
+        };
+        for (int64_t s = 0; s < K; ++s) {
+          if (top.v[s] - bound > best_d) break;  // sorted: no later candidate can win
+          offer(top.i[s]);
         }
-        bool u = bad || !std::isfinite(best_d);
-        if (certify && !u) u = !(std::isfinite(top.v[K - 1]) && top.v[K - 1] - bound > best_d);
-        if (u && !bad && std::isfinite(best_d)) {
-          // a near-tie beyond the K candidates: re-score exactly every dithered point the bound does not rule
-          // out (cheap distance - bound <= the best exact distance so far).  Every point that can reach the
-          // exact minimum passes, so this is the float64 brute force's answer (ties to the lowest index).
+        if (bad || !std::isfinite(best_d) || (certify && !ruled_out(top.v[K - 1], bound, best_d))) {
+          // a near-tie beyond the K candidates (or NaN / overflow in the cheap distances): re-score exactly
+          // every dithered point the bound does not rule out against the best exact distance so far.  Every
+          // point that can reach the exact minimum passes (a non-finite cheap distance or best rules nothing
+          // out), so this is the float64 brute force's answer (ties to the lowest index).
           for (int64_t j = 0; j < S; ++j) {
             const T v = xxr - T(2) * g[j] + cc[j];
-            const double w = static_cast<double>(v > T(0) ? v : T(0));
-            if (w - bound > best_d) continue;
-            dithered_point(V, lam, j, D, pj.data());
-            const double dj = sq_dist(x64.data(), pj.data(), D);
-            if (dj < best_d || (dj == best_d && j < best_j)) {
-              best_d = dj;
-              best_j = j;
-            }
-          }
-          unsure[r0 + r] = 1;
-        } else if (u) {
-          // NaN or an overflow in the cheap distances: float64 brute force over every dithered point
-          best_d = std::numeric_limits<double>::infinity();
-          best_j = 0;
-          for (int64_t j = 0; j < S; ++j) {
-            dithered_point(V, lam, j, D, pj.data());
-            const double dj = sq_dist(x64.data(), pj.data(), D);
-            if (dj < best_d) {
-              best_d = dj;
-              best_j = j;
-            }
+            if (!ruled_out(static_cast<double>(v > T(0) ? v : T(0)), bound, best_d)) offer(j);
           }
           unsure[r0 + r] = 1;
         }
