@@ -18,14 +18,13 @@ rows skip the gradient load, and it runs as one threaded loop fused with the two
 """
 from __future__ import annotations
 
-import math
 from typing import List, Tuple
 
 import numpy as np
 import torch
 
 from .._dispatch import native_module, native_why_not
-from ..ops.segment_assign import reference
+from ..ops.segment_assign import reference, scaling
 
 Tensor = torch.Tensor
 
@@ -43,19 +42,6 @@ _VEC_BYTES = {"AVX512": 64, "AVX2": 32, "DEFAULT": 32}
 SMALL_STEP = 1 << 21
 
 
-#: the native step computes its cheap distances in the input dtype without rescaling: it serves inputs whose
-#: largest magnitude lies in [2^-L, 2^L] (float32: products stay normal and squared norms far from overflow for
-#: any D below 2^16; measured without this window: 4 of 64 rows wrong at 1e-22, 5 of 64 at 1e19).  Outside it
-#: train_step takes the autograd path, whose nearest_point rescales exactly.  fit_sfvq's latents are scaled
-#: into [2^-20, 2^20] (sfvq/_data.py), inside this window.
-NATIVE_LOG2_RANGE = {torch.float32: 40, torch.float64: 400}
-
-
-def _magnitude(t: Tensor) -> float:
-    lo, hi = torch.aminmax(t.detach())
-    return max(abs(float(lo)), abs(float(hi)))
-
-
 def _torch_vector_layout(dtype: torch.dtype) -> Tuple[int, bool]:
     cap = torch.backends.cpu.get_cpu_capability()
     width = _VEC_BYTES.get(cap, 32) // (4 if dtype == torch.float32 else 8)
@@ -70,8 +56,8 @@ def fast_step_why_not(vertices: Tensor, optimizer, x: Tensor, lam: Tensor, backe
                       values: bool = True) -> List[str]:
     """Reasons the native step cannot stand in for the autograd step with these arguments (empty: it can).
 
-    ``values=False``: x is a placeholder of the batches' shape, not checked against :data:`NATIVE_LOG2_RANGE`
-    (fit_sfvq's stage Stepper: its latents are scaled into a window well inside it)."""
+    ``values=False``: x is a placeholder of the batches' shape, its values not checked against the native
+    range (fit_sfvq's stage Stepper: its latents are scaled into a window well inside it)."""
     reasons = native_why_not()
     if reasons:
         return reasons
@@ -93,11 +79,17 @@ def fast_step_why_not(vertices: Tensor, optimizer, x: Tensor, lam: Tensor, backe
             or lam.shape != (vertices.shape[0] - 1,):
         reasons.append("lam: not a CPU (M - 1,) tensor of the vertices' dtype")
     if values and not reasons:
-        big = max(_magnitude(x), _magnitude(vertices))
-        lim = 2.0 ** NATIVE_LOG2_RANGE[vertices.dtype]
-        if math.isfinite(big) and big != 0 and not 1.0 / lim <= big <= lim:  # NaN/Inf: the native step names them
-            reasons.append(f"x / vertices: largest magnitude {big:.3g} outside the native step's range "
-                           f"[2^-{NATIVE_LOG2_RANGE[vertices.dtype]}, 2^{NATIVE_LOG2_RANGE[vertices.dtype]}]")
+        # The cheap distances are computed unscaled in the input dtype: outside segment_assign's window
+        # (scaling.SAFE_EXPONENT) they underflow or overflow (measured without this check: 4 of 64 rows wrong at
+        # 1e-22, 5 of 64 at 1e19), and the autograd path, whose nearest_point rescales exactly, serves instead.
+        # fit_sfvq's latents are scaled into [2^-20, 2^20] (sfvq/_data.py), well inside it.
+        try:
+            e = scaling.max_exponent(x, vertices)
+        except ValueError:  # NaN/Inf: the native step refuses them with its own message
+            e = 0
+        if not scaling.in_window(e, vertices.dtype):
+            reasons.append(f"x / vertices: largest magnitude ~2^{e}, outside the native step's range "
+                           f"(|exponent| <= {scaling.SAFE_EXPONENT[vertices.dtype]})")
     if type(optimizer) is not torch.optim.Adam:
         reasons.append(f"optimizer is {type(optimizer).__name__}, not torch.optim.Adam")
         return reasons
