@@ -125,8 +125,9 @@ class Stepper:
     Built from arguments :func:`fast_step_why_not` accepted; the constants of the call (vector layout, rounding
     bound, whether the step is small enough for one thread) are fixed once, and so are the shift of the cheap
     distances (the float64 mean of the vertices at construction: any fixed vector keeps the certification
-    rigorous, so the result does not depend on it) and the native scratch (kept across steps: no step allocates).  ``step(x, lam)`` then assumes x
-    and lam of that shape, dtype and device (what :func:`latentfast.sfvq.fit.fit_sfvq` draws every batch) and
+    rigorous, so the result does not depend on it) and the native scratch (kept across steps: no step
+    allocates).  ``step(x, lam)`` then assumes x and lam of that shape, dtype and device (what
+    :func:`latentfast.sfvq.fit.fit_sfvq` draws every batch) and
     returns (loss as a float, rounded to the vertices' dtype; idx (B,) int64); a step below
     :data:`SMALL_STEP` runs on one thread.  Raises ValueError for NaN/Inf in x or in the curve (nothing is
     modified then)."""
