@@ -147,6 +147,15 @@ def test_train_step_is_exact_at_any_scale(scale):
     assert torch.equal(idx, ((x.double()[:, None] - dith[None]) ** 2).sum(-1).argmin(1))
 
 
+def test_train_step_refuses_an_empty_batch():
+    curve, data, lams = _problem(5, 8, 1, 8)
+    v = curve.clone().requires_grad_(True)
+    opt = fit._adam(v, 1e-3)
+    with pytest.raises(ValueError, match=r"x: expected a non-empty batch .*got shape \(0, 8\)"):
+        fit.train_step(v, opt, data[:0], lams[0])
+    assert torch.equal(v.detach(), curve) and not opt.state
+
+
 @needs_native
 def test_fast_step_near_ties_take_the_second_pass_and_stay_exact():
     """A grown curve shrunk to 1 % of its size around its mean, under D = 512 noise: every dithered point is at

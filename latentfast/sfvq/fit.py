@@ -127,9 +127,10 @@ def train_step(vertices: Tensor, optimizer: torch.optim.Optimizer, x: Tensor, la
     stage, :func:`_stepper`); the per-call checks are skipped, so x and lam must be like the batches it was
     made for (shape, dtype, device; lam contiguous).
     """
-    if stepper is not None:
+    if stepper is not None:  # fit_sfvq's stage batches: non-empty, of the shape the Stepper was made for
         loss, idx = stepper.step(x, lam)
         return torch.tensor(loss, dtype=vertices.dtype), idx
+    _checks.check_nonempty("x", x)  # an empty batch has no loss (the MSE of nothing is NaN)
     if chunk_size is None and not _fast_step.fast_step_why_not(vertices, optimizer, x, lam, backend):
         return _fast_step.fast_step(vertices, optimizer, x, lam)
     # decode(j + lambda_j): floor is j itself because 0 <= lambda < 1
